@@ -1,0 +1,218 @@
+"""Settings from the environment or a `.env` file, validated once at start."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,100}$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LANGUAGES = ("en", "ru")
+DEFAULT_DATABASE_URL = "sqlite:///sosekni.db"
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message names the variable and never its value."""
+
+
+class Secret(str):
+    """A string whose repr never shows the value (tokens, secrets, passwords)."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a `.env` file: KEY=VALUE lines, optional `export`, quotes, # comments."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{path}: line {number} is not KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def environment(dotenv: Path | None = None) -> dict[str, str]:
+    """The process environment over the `.env` file (real variables win)."""
+    path = dotenv if dotenv is not None else Path(os.environ.get("SOSEKNI_ENV_FILE", ".env"))
+    merged = read_dotenv(path)
+    merged.update(os.environ)
+    return merged
+
+
+def _admin_ids(raw: str) -> tuple[int, ...]:
+    ids = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not re.fullmatch(r"-?\d{1,20}", part):
+            raise ConfigError(
+                "ADMIN_TELEGRAM_ID must be Telegram user ids separated by commas, "
+                f"e.g. 123456789,987654321 (got {part[:20]!r})"
+            )
+        ids.append(int(part))
+    if not ids:
+        raise ConfigError("ADMIN_TELEGRAM_ID is empty: give at least one administrator id")
+    return tuple(dict.fromkeys(ids))
+
+
+def _database_url(raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme in ("postgres", "postgresql") and parsed.hostname is not None:
+        return raw
+    if parsed.scheme in ("postgres", "postgresql") and parsed.path not in ("", "/"):
+        return raw  # unix-socket form: postgresql:///dbname
+    if parsed.scheme == "sqlite" and raw.startswith("sqlite:///") and len(raw) > len("sqlite:///"):
+        return raw
+    raise ConfigError(
+        "DATABASE_URL must be postgresql://user:password@host:port/dbname "
+        "or sqlite:///path/to/file.db"
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of SPEC's configuration table."""
+
+    telegram_bot_token: Secret | None = field(default=None, repr=False)
+    admin_telegram_ids: tuple[int, ...] = ()
+    database_url: str = DEFAULT_DATABASE_URL
+    webhook_url: str | None = None
+    webhook_secret: Secret | None = field(default=None, repr=False)
+    telegram_api_base_url: str = "https://api.telegram.org"
+    log_level: str = "INFO"
+    default_language: str = "en"
+    pending_reminder_hours: float = 24.0
+    log_format: str = "text"
+    backup_dir: Path = Path("./backups")
+    deploy_root: Path = Path("/opt/sosekni")
+    repo_url: str | None = None
+    restart_command: str = "systemctl restart sosekni"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never reach a log line or an error message."""
+        found = [self.telegram_bot_token, self.webhook_secret]
+        password = urlparse(self.database_url).password
+        if password:
+            found.append(password)
+        return tuple(s for s in found if s)
+
+    def require_token(self) -> Secret:
+        if not self.telegram_bot_token:
+            raise ConfigError("TELEGRAM_BOT_TOKEN is not set: get one from @BotFather")
+        return self.telegram_bot_token
+
+    def require_webhook_secret(self) -> Secret:
+        if not self.webhook_secret:
+            raise ConfigError(
+                "WEBHOOK_SECRET is not set: choose 1-256 characters of A-Z a-z 0-9 _ -"
+            )
+        return self.webhook_secret
+
+
+def load_settings(
+    env: dict[str, str] | None = None,
+    *,
+    need_token: bool = False,
+    need_admins: bool = True,
+    need_webhook_secret: bool = False,
+) -> Settings:
+    """Read and validate the settings; raise ConfigError naming the first bad variable."""
+    env = environment() if env is None else env
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value is not None and value.strip() != "" else None
+
+    token = get("TELEGRAM_BOT_TOKEN")
+    if token is not None and not _TOKEN_RE.fullmatch(token):
+        raise ConfigError("TELEGRAM_BOT_TOKEN is malformed: expected <digits>:<letters> from @BotFather")
+
+    admins_raw = get("ADMIN_TELEGRAM_ID")
+    if admins_raw is None:
+        if need_admins:
+            raise ConfigError("ADMIN_TELEGRAM_ID is not set: give the administrators' Telegram ids")
+        admins: tuple[int, ...] = ()
+    else:
+        admins = _admin_ids(admins_raw)
+
+    secret = get("WEBHOOK_SECRET")
+    if secret is not None and not _SECRET_RE.fullmatch(secret):
+        raise ConfigError("WEBHOOK_SECRET must be 1-256 characters of A-Z a-z 0-9 _ -")
+
+    webhook_url = get("WEBHOOK_URL")
+    if webhook_url is not None:
+        parsed = urlparse(webhook_url)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ConfigError("WEBHOOK_URL must be a full URL like https://bot.example.org/webhook/telegram")
+
+    api_base = get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org"
+    parsed_api = urlparse(api_base)
+    if parsed_api.scheme not in ("http", "https") or not parsed_api.hostname:
+        raise ConfigError("TELEGRAM_API_BASE_URL must be an http(s) URL like https://api.telegram.org")
+
+    log_level = (get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+
+    language = (get("DEFAULT_LANGUAGE") or "en").lower()
+    if language not in LANGUAGES:
+        raise ConfigError(f"DEFAULT_LANGUAGE must be one of {', '.join(LANGUAGES)}")
+
+    reminder_raw = get("PENDING_REMINDER_HOURS") or "24"
+    try:
+        reminder = float(reminder_raw)
+    except ValueError:
+        raise ConfigError("PENDING_REMINDER_HOURS must be a number of hours, e.g. 24") from None
+    if not 0 < reminder <= 24 * 365:
+        raise ConfigError("PENDING_REMINDER_HOURS must be greater than 0 and at most 8760")
+
+    log_format = (get("LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError("LOG_FORMAT must be text or json")
+
+    settings = Settings(
+        telegram_bot_token=Secret(token) if token else None,
+        admin_telegram_ids=admins,
+        database_url=_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+        webhook_url=webhook_url,
+        webhook_secret=Secret(secret) if secret else None,
+        telegram_api_base_url=api_base.rstrip("/"),
+        log_level=log_level,
+        default_language=language,
+        pending_reminder_hours=reminder,
+        log_format=log_format,
+        backup_dir=Path(get("BACKUP_DIR") or "./backups"),
+        deploy_root=Path(get("DEPLOY_ROOT") or "/opt/sosekni"),
+        repo_url=get("REPO_URL"),
+        restart_command=get("RESTART_COMMAND") or "systemctl restart sosekni",
+    )
+    if need_token:
+        settings.require_token()
+    if need_webhook_secret:
+        settings.require_webhook_secret()
+    return settings
