@@ -150,7 +150,9 @@ def load_settings(
 
     token = get("TELEGRAM_BOT_TOKEN")
     if token is not None and not _TOKEN_RE.fullmatch(token):
-        raise ConfigError("TELEGRAM_BOT_TOKEN is malformed: expected <digits>:<letters> from @BotFather")
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN is malformed: expected <digits>:<letters> from @BotFather"
+        )
 
     admins_raw = get("ADMIN_TELEGRAM_ID")
     if admins_raw is None:
@@ -168,12 +170,16 @@ def load_settings(
     if webhook_url is not None:
         parsed = urlparse(webhook_url)
         if parsed.scheme not in ("https", "http") or not parsed.hostname:
-            raise ConfigError("WEBHOOK_URL must be a full URL like https://bot.example.org/webhook/telegram")
+            raise ConfigError(
+                "WEBHOOK_URL must be a full URL like https://bot.example.org/webhook/telegram"
+            )
 
     api_base = get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org"
     parsed_api = urlparse(api_base)
     if parsed_api.scheme not in ("http", "https") or not parsed_api.hostname:
-        raise ConfigError("TELEGRAM_API_BASE_URL must be an http(s) URL like https://api.telegram.org")
+        raise ConfigError(
+            "TELEGRAM_API_BASE_URL must be an http(s) URL like https://api.telegram.org"
+        )
 
     log_level = (get("LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlparse
 
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
-from sosekni.tables import ALL_TABLES
+from sosekni.tables import ALL_TABLES, ClientRequest
 
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -47,3 +53,64 @@ async def open_pool(engine: Engine, max_size: int = 10) -> None:
 async def close_pool(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine) and engine.pool is not None:
         await engine.close_connection_pool()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def current_engine() -> Engine:
+    return ClientRequest._meta.db
+
+
+async def sql(query: str, *args: Any) -> list[dict[str, Any]]:
+    """Run SQL with `{}` placeholders on the bound engine (inside the current transaction)."""
+    return await ClientRequest.raw(query, *args).run()
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[None]:
+    """One database transaction; on SQLite it takes the write lock up front (IMMEDIATE)."""
+    engine = current_engine()
+    if isinstance(engine, SQLiteEngine):
+        async with engine.transaction(transaction_type=TransactionType.immediate):
+            yield
+    else:
+        async with engine.transaction():
+            yield
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means the database cannot be reached (not that a query was wrong)."""
+    import asyncpg
+
+    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError)):
+        return True
+    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.TooManyConnectionsError):
+        return True
+    if isinstance(
+        exc, asyncpg.exceptions.AdminShutdownError | asyncpg.exceptions.CannotConnectNowError
+    ):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        message = str(exc).lower()
+        return "locked" in message or "unable to open" in message or "disk i/o" in message
+    return False
+
+
+def as_utc(value: Any) -> Any:
+    """A timestamp read by raw SQL as an aware UTC datetime (SQLite may hand back text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def row_times(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    for name in names:
+        if name in row:
+            row[name] = as_utc(row[name])
+    return row

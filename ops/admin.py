@@ -1,0 +1,61 @@
+"""`admin add ID [--name]`, `admin list`, `admin deactivate ID`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ops.common import console, fail, settings_or_fail, with_database
+from sosekni.render import when
+from sosekni.services import admins
+
+app = typer.Typer(help="Administrators who decide on requests.", no_args_is_help=True)
+
+TelegramId = Annotated[int, typer.Argument(help="The administrator's Telegram user id.")]
+
+
+@app.command("add")
+def add(
+    telegram_id: TelegramId,
+    name: Annotated[str | None, typer.Option(help="A name to recognise them by.")] = None,
+) -> None:
+    """Add an administrator, or re-activate one.
+
+    Example: sosekni-ops admin add 123456789 --name "Olga"
+    """
+    settings = settings_or_fail(need_admins=False)
+    record = with_database(settings, lambda: admins.add(telegram_id, name))
+    console.print(f"administrator {record.telegram_id} {record.name!r} is active")
+
+
+@app.command("list")
+def list_() -> None:
+    """List administrators, active and deactivated.
+
+    Example: sosekni-ops admin list
+    """
+    settings = settings_or_fail(need_admins=False)
+    records = with_database(settings, admins.list_all)
+    table = Table("telegram id", "name", "active", "since", title="administrators")
+    for r in records:
+        table.add_row(
+            str(r.telegram_id),
+            r.name,
+            "[green]yes[/]" if r.active else "[red]no[/]",
+            when(r.created_at),
+        )
+    console.print(table)
+
+
+@app.command("deactivate")
+def deactivate(telegram_id: TelegramId) -> None:
+    """Deactivate an administrator: they can no longer decide (their record stays).
+
+    Example: sosekni-ops admin deactivate 123456789
+    """
+    settings = settings_or_fail(need_admins=False)
+    if not with_database(settings, lambda: admins.deactivate(telegram_id)):
+        fail(f"no administrator with Telegram id {telegram_id}")
+    console.print(f"administrator {telegram_id} deactivated")

@@ -1,0 +1,28 @@
+"""`sosekni-ops`: the operator's command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import typer
+
+from ops import admin, migrate, requests, serve
+
+app = typer.Typer(
+    name="sosekni-ops",
+    help="Run and operate the SOSenki request-approval bot.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.command()(serve.serve)
+app.command()(serve.poll)
+app.add_typer(migrate.app, name="migrate")
+app.add_typer(admin.app, name="admin")
+app.add_typer(requests.app, name="requests")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

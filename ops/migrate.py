@@ -1,0 +1,64 @@
+"""`migrate`, `migrate --down N`, `migrate status`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ops.common import console, fail, settings_or_fail, where, with_database
+from sosekni import migrations
+from sosekni.migrations import MigrationError
+
+app = typer.Typer(help="Piccolo migrations: apply, undo, list.", no_args_is_help=False)
+
+
+@app.callback(invoke_without_command=True)
+def migrate(
+    ctx: typer.Context,
+    down: Annotated[
+        int | None, typer.Option("--down", help="Undo the newest N applied migrations.", min=1)
+    ] = None,
+) -> None:
+    """Apply every pending migration (or undo the newest N with --down N).
+
+    Examples: sosekni-ops migrate · sosekni-ops migrate --down 1 · sosekni-ops migrate status
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = settings_or_fail(need_admins=False)
+
+    async def work() -> list[str]:
+        try:
+            if down is not None:
+                return await migrations.backwards(down)
+            return await migrations.forwards()
+        except MigrationError as exc:
+            fail(str(exc), settings)
+
+    with console.status("migrating…"):
+        changed = with_database(settings, work)
+    verb = "undid" if down is not None else "applied"
+    if not changed:
+        console.print(f"nothing to do: {where(settings)} is up to date")
+    for migration_id in changed:
+        console.print(f"{verb} {migration_id}")
+
+
+@app.command("status")
+def status() -> None:
+    """List every migration and whether it has been applied.
+
+    Example: sosekni-ops migrate status
+    """
+    settings = settings_or_fail(need_admins=False)
+    found = with_database(settings, migrations.status)
+    table = Table("migration", "description", "applied", title=f"migrations on {where(settings)}")
+    for state in found:
+        table.add_row(
+            state.migration_id,
+            state.description,
+            "[green]yes[/]" if state.applied else "[yellow]no[/]",
+        )
+    console.print(table)

@@ -1,0 +1,145 @@
+"""`serve` (the Sanic webhook server) and `poll` (long polling for local development)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from ops.common import console, fail, settings_or_fail, with_database
+from sosekni import logs, migrations
+from sosekni.db import sql
+
+log = logging.getLogger("sosekni.poll")
+
+
+def _migrate_sqlite(settings) -> None:
+    async def work() -> list[str]:
+        await sql("PRAGMA journal_mode=WAL")
+        return await migrations.forwards()
+
+    applied = with_database(settings, work)
+    if applied:
+        console.print(f"applied {len(applied)} migration(s) to {settings.database_url}")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+) -> None:
+    """Run the Sanic webhook server (POST /webhook/telegram, GET /health).
+
+    On the embedded SQLite database it applies migrations first.
+
+    Example: sosekni-ops serve --host 127.0.0.1 --port 8080 --workers 2
+    """
+    settings = settings_or_fail(need_token=True, need_webhook_secret=True)
+    if settings.is_sqlite:
+        _migrate_sqlite(settings)
+    logs.configure(settings.log_level, settings.log_format, settings.secrets)
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from sosekni.app import create_app
+
+    loader = AppLoader(factory=create_app)
+    try:
+        app = loader.load()
+        app.prepare(host=host, port=port, workers=workers, access_log=False)
+        Sanic.serve(primary=app, app_loader=loader)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def poll(
+    timeout: Annotated[int, typer.Option(help="Long-poll timeout in seconds.", min=1, max=50)] = 25,
+) -> None:
+    """Run the bot with long polling (getUpdates): local development without a public URL.
+
+    Updates go through the same inbox, handlers and outbox as with the webhook. Telegram
+    refuses getUpdates while a webhook is set: run `sosekni-ops webhook delete` first.
+
+    Example: sosekni-ops poll
+    """
+    settings = settings_or_fail(need_token=True)
+    if settings.is_sqlite:
+        _migrate_sqlite(settings)
+    logs.configure(settings.log_level, settings.log_format, settings.secrets)
+    try:
+        asyncio.run(_poll(settings, timeout))
+    except _PollError as exc:
+        fail(str(exc), settings)
+
+
+class _PollError(Exception):
+    pass
+
+
+async def _poll(settings, timeout: int) -> None:
+    from telegram import Update
+    from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter
+
+    from sosekni.bot import ALLOWED_UPDATES
+    from sosekni.delivery import inbox
+    from sosekni.delivery.outbox import retry_seconds
+    from sosekni.runtime import Runtime
+
+    runtime = Runtime(settings)
+    await runtime.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    bot = runtime.application.bot
+    offset: int | None = None
+    console.print("polling Telegram for updates; Ctrl-C stops")
+    try:
+        while not stop.is_set():
+            kwargs: dict[str, object] = {"timeout": timeout, "allowed_updates": ALLOWED_UPDATES}
+            if offset is not None:
+                kwargs["offset"] = offset
+            fetch = asyncio.create_task(
+                bot.do_api_request("getUpdates", api_kwargs=kwargs, read_timeout=timeout + 10)
+            )
+            stopped = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if fetch not in done:
+                fetch.cancel()
+                break
+            stopped.cancel()
+            try:
+                updates = fetch.result()
+            except Conflict as exc:
+                raise _PollError(
+                    "Telegram refuses getUpdates while a webhook is set: "
+                    "run `sosekni-ops webhook delete` first"
+                ) from exc
+            except InvalidToken as exc:
+                raise _PollError("Telegram rejected TELEGRAM_BOT_TOKEN") from exc
+            except RetryAfter as exc:
+                await asyncio.sleep(retry_seconds(exc))
+                continue
+            except NetworkError as exc:
+                log.warning("getUpdates failed (%s); retrying", exc.message)
+                await asyncio.sleep(2)
+                continue
+            for data in updates:
+                update = Update.de_json(data, None)
+                kind, chat_id = inbox.describe(update)
+                while True:
+                    try:
+                        await inbox.store(data["update_id"], json.dumps(data), kind, chat_id)
+                        break
+                    except Exception as exc:  # keep the update until the database is back
+                        log.warning("cannot store update (%s); retrying", type(exc).__name__)
+                        await asyncio.sleep(2)
+                offset = data["update_id"] + 1
+    finally:
+        await runtime.stop()

@@ -1,0 +1,136 @@
+"""The Sanic app: `sanic sosekni.app:create_app --factory`, or `sosekni-ops serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse
+from sanic.response import json as json_response
+from telegram import Update
+
+from sosekni import logs
+from sosekni.config import Settings, load_settings
+from sosekni.db import as_utc, is_unavailable, sql, utcnow
+from sosekni.delivery import inbox
+from sosekni.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+HEALTH_TIMEOUT_S = 3.0
+INBOX_STALE = timedelta(minutes=5)
+OUTBOX_STALE = timedelta(minutes=15)
+
+
+def create_app(settings: Settings | None = None) -> Sanic:
+    """The webhook app; each Sanic worker builds its own Runtime in its listeners."""
+    if settings is None:
+        settings = load_settings(need_token=True, need_webhook_secret=True)
+    else:
+        settings.require_token()
+        settings.require_webhook_secret()
+    logs.configure(settings.log_level, settings.log_format, settings.secrets)
+    app = Sanic(os.environ.get("SOSEKNI_APP_NAME", "sosekni"), configure_logging=False)
+    app.config.REQUEST_MAX_SIZE = MAX_BODY
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.MOTD = False
+    app.ctx.settings = settings
+    app.ctx.secret = settings.require_webhook_secret().encode()
+
+    @app.before_server_start
+    async def open_runtime(app: Sanic) -> None:
+        app.ctx.runtime = Runtime(settings)
+        await app.ctx.runtime.start()
+
+    @app.after_server_stop
+    async def close_runtime(app: Sanic) -> None:
+        await app.ctx.runtime.stop()
+
+    app.add_route(webhook, "/webhook/telegram", methods=["POST"])
+    app.add_route(health, "/health", methods=["GET"])
+    return app
+
+
+def _error(status: int, description: str) -> HTTPResponse:
+    return json_response({"ok": False, "description": description}, status=status)
+
+
+async def webhook(request: Request) -> HTTPResponse:
+    """Check, parse and store one update; answer 200 only once it is stored."""
+    given = (request.headers.get(SECRET_HEADER) or "").encode()
+    if not hmac.compare_digest(given, request.app.ctx.secret):
+        return _error(403, "wrong or missing secret token")
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        return _error(415, "content type must be application/json")
+    try:
+        data = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "body is not valid JSON")
+    update_id = data.get("update_id") if isinstance(data, dict) else None
+    if type(update_id) is not int or not 0 <= update_id < 2**63:
+        return _error(400, "not a Telegram Update: update_id must be a non-negative integer")
+    try:
+        update = Update.de_json(data, None)
+        kind, chat_id = inbox.describe(update)
+    except Exception:
+        return _error(400, "not a Telegram Update")
+    try:
+        await inbox.store(update_id, request.body.decode("utf-8"), kind, chat_id)
+    except Exception as exc:
+        if is_unavailable(exc):
+            log.warning("webhook: database unavailable, asking Telegram to retry")
+        else:
+            log.exception("webhook: could not store update %s", update_id)
+        return _error(503, "storage unavailable, retry later")
+    return json_response({"ok": True})
+
+
+async def health(request: Request) -> HTTPResponse:
+    """The checks that ran and their results; 503 naming the first that failed."""
+    checks: dict[str, Any] = {}
+    failing: list[str] = []
+    try:
+        checks.update(await asyncio.wait_for(_backlog(), HEALTH_TIMEOUT_S))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+        failing.append("database")
+    else:
+        if checks["inbox"]["oldest_age_seconds"] > INBOX_STALE.total_seconds():
+            failing.append("inbox")
+        if checks["outbox"]["oldest_age_seconds"] > OUTBOX_STALE.total_seconds():
+            failing.append("outbox")
+    runtime = getattr(request.app.ctx, "runtime", None)
+    checks["bot"] = "ready" if runtime is not None and runtime.ready.is_set() else "starting"
+    body: dict[str, Any] = {"status": "ok" if not failing else "fail", "checks": checks}
+    if failing:
+        body["failing"] = failing
+    return json_response(body, status=503 if failing else 200)
+
+
+async def _backlog() -> dict[str, Any]:
+    now = utcnow()
+    result: dict[str, Any] = {}
+    for name, table, statuses, since in (
+        ("inbox", "inbox_update", "('new', 'processing')", "received_at"),
+        ("outbox", "outbox_message", "('pending', 'sending')", "created_at"),
+    ):
+        rows = await sql(
+            f"SELECT count(*) AS n, min({since}) AS oldest FROM {table} WHERE status IN {statuses}"
+        )
+        oldest = rows[0]["oldest"]
+        oldest = as_utc(oldest)
+        age = (now - oldest).total_seconds() if oldest is not None else 0.0
+        result[name] = {"backlog": int(rows[0]["n"]), "oldest_age_seconds": round(age, 3)}
+    failed = await sql("SELECT count(*) AS n FROM outbox_message WHERE status = 'failed'")
+    result["outbox"]["failed"] = int(failed[0]["n"])
+    return result

@@ -1,0 +1,50 @@
+"""The python-telegram-bot Application and its handler table, in one place."""
+
+from __future__ import annotations
+
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from sosekni.config import Settings
+from sosekni.delivery.inbox import on_handler_error
+from sosekni.handlers import admin, client
+
+MESSAGES = filters.UpdateType.MESSAGE  # edited messages and channel posts are ignored
+ALLOWED_UPDATES = ["message", "callback_query"]
+
+
+def build_application(settings: Settings) -> Application:
+    """An Application without an Updater: updates come from our inbox, not from PTB."""
+    base = settings.telegram_api_base_url
+    application = (
+        Application.builder()
+        .token(settings.require_token())
+        .base_url(f"{base}/bot")
+        .base_file_url(f"{base}/file/bot")
+        .updater(None)
+        .build()
+    )
+    application.bot_data["settings"] = settings
+    add_handlers(application)
+    return application
+
+
+def add_handlers(application: Application) -> None:
+    application.add_handlers(
+        [
+            CommandHandler("start", client.start, filters=MESSAGES),
+            CommandHandler("request", client.request, filters=MESSAGES),
+            CommandHandler("status", client.status, filters=MESSAGES),
+            CommandHandler("pending", admin.pending, filters=MESSAGES),
+            CallbackQueryHandler(admin.decision_button, pattern=admin.CALLBACK_PATTERN),
+            CallbackQueryHandler(admin.unknown_button),
+            MessageHandler(MESSAGES & filters.REPLY & filters.TEXT & ~filters.COMMAND, admin.reply),
+            MessageHandler(MESSAGES & filters.ChatType.PRIVATE & filters.TEXT, client.other_text),
+        ]
+    )
+    application.add_error_handler(on_handler_error)

@@ -1,0 +1,217 @@
+"""The inbox: updates stored before the webhook answers, then processed exactly once.
+
+A worker claims rows with a token and a lease (`FOR UPDATE SKIP LOCKED` on Postgres), at
+most one row per chat at a time so a chat's updates keep their order across workers. The
+handler's own transaction marks its row done (see `services.work`), so a crash either
+rolls back both the effect and the mark or commits both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from telegram import Update
+from telegram.ext import Application
+
+from sosekni.db import current_engine, is_postgres, is_unavailable, sql, utcnow
+from sosekni.logs import log_context
+from sosekni.services.work import Claim, ClaimLost, Wakeup, current_claim
+
+log = logging.getLogger(__name__)
+
+inbox_ready = Wakeup()
+
+LEASE = timedelta(seconds=60)
+MAX_ATTEMPTS = 5
+BATCH = 32
+POLL_INTERVAL_S = 0.5
+
+
+@dataclass
+class Outcome:
+    """What the handlers of one update reported through PTB's error handler."""
+
+    error: BaseException | None = None
+
+
+current_outcome: ContextVar[Outcome | None] = ContextVar("current_outcome", default=None)
+
+
+def describe(update: Update) -> tuple[str, int | None]:
+    """The update's kind (`message`, `callback_query`, …) and the chat it belongs to."""
+    data = update.to_dict()
+    kind = next((key for key in data if key != "update_id"), "empty")
+    chat = update.effective_chat
+    user = update.effective_user
+    chat_id = chat.id if chat is not None else (user.id if user is not None else None)
+    return kind, chat_id
+
+
+async def store(update_id: int, payload: str, kind: str, chat_id: int | None) -> bool:
+    """Store an update durably; False when this `update_id` was stored before."""
+    now = utcnow()
+    rows = await sql(
+        "INSERT INTO inbox_update (update_id, kind, chat_id, payload, status, attempts, "
+        "next_attempt_at, received_at) VALUES ({}, {}, {}, {}, 'new', 0, {}, {}) "
+        "ON CONFLICT (update_id) DO NOTHING RETURNING id",
+        update_id,
+        kind[:32],
+        chat_id,
+        payload,
+        now,
+        now,
+    )
+    if rows:
+        inbox_ready.set()
+    return bool(rows)
+
+
+async def claim(batch: int = BATCH) -> list[dict[str, Any]]:
+    """Take due updates (new, or abandoned by a dead worker), oldest first, one per chat."""
+    now = utcnow()
+    token = str(uuid.uuid4())
+    skip_locked = " FOR UPDATE SKIP LOCKED" if is_postgres(current_engine()) else ""
+    rows = await sql(
+        "UPDATE inbox_update SET status = 'processing', claim_token = {}, locked_until = {}, "
+        "attempts = attempts + 1 WHERE id IN (SELECT i.id FROM inbox_update i WHERE "
+        "((i.status = 'new' AND i.next_attempt_at <= {}) "
+        "OR (i.status = 'processing' AND i.locked_until < {})) "
+        "AND NOT EXISTS (SELECT 1 FROM inbox_update o WHERE o.chat_id = i.chat_id "
+        "AND o.id < i.id AND o.status IN ('new', 'processing')) "
+        f"ORDER BY i.id LIMIT {{}}{skip_locked}) "
+        "RETURNING id, update_id, payload, attempts, claim_token",
+        token,
+        now + LEASE,
+        now,
+        now,
+        batch,
+    )
+    return sorted(rows, key=lambda r: r["id"])
+
+
+async def _finish_without_effect(row: dict[str, Any]) -> None:
+    await sql(
+        "UPDATE inbox_update SET status = 'done', processed_at = {}, claim_token = NULL "
+        "WHERE id = {} AND claim_token = {}",
+        utcnow(),
+        row["id"],
+        row["claim_token"],
+    )
+
+
+async def _release(row: dict[str, Any], error: BaseException) -> None:
+    """Put a failed update back for a later attempt, or give up after MAX_ATTEMPTS."""
+    attempts = int(row["attempts"])
+    reason = f"{type(error).__name__}: {error}"[:2000]
+    if attempts >= MAX_ATTEMPTS:
+        log.error("update %s failed %d times, giving up: %s", row["update_id"], attempts, reason)
+        await sql(
+            "UPDATE inbox_update SET status = 'failed', error = {}, claim_token = NULL, "
+            "processed_at = {} WHERE id = {} AND claim_token = {}",
+            reason,
+            utcnow(),
+            row["id"],
+            row["claim_token"],
+        )
+        return
+    delay = min(2**attempts, 60) * (0.5 + random.random() / 2)
+    log.warning(
+        "update %s failed (attempt %d), retrying in %.1fs: %s",
+        row["update_id"],
+        attempts,
+        delay,
+        reason,
+    )
+    await sql(
+        "UPDATE inbox_update SET status = 'new', error = {}, claim_token = NULL, "
+        "next_attempt_at = {} WHERE id = {} AND claim_token = {}",
+        reason,
+        utcnow() + timedelta(seconds=delay),
+        row["id"],
+        row["claim_token"],
+    )
+
+
+async def on_handler_error(update: object, context: Any) -> None:
+    """PTB error handler: hand the exception to the inbox worker processing this update."""
+    outcome = current_outcome.get()
+    if outcome is not None:
+        outcome.error = context.error
+    else:
+        log.error("handler failed outside the inbox", exc_info=context.error)
+
+
+async def process(application: Application, row: dict[str, Any]) -> None:
+    """Run one claimed update through the PTB application."""
+    claim_ = Claim(row_id=row["id"], update_id=row["update_id"], token=row["claim_token"])
+    outcome = Outcome()
+    tokens = (
+        current_claim.set(claim_),
+        current_outcome.set(outcome),
+        log_context.set({"update_id": row["update_id"]}),
+    )
+    try:
+        update = Update.de_json(json.loads(row["payload"]), application.bot)
+        await application.process_update(update)
+    except Exception as exc:  # a payload PTB cannot read: keep it, marked failed
+        outcome.error = exc
+    finally:
+        current_claim.reset(tokens[0])
+        current_outcome.reset(tokens[1])
+    try:
+        if isinstance(outcome.error, ClaimLost):
+            log.info("update %s was already processed by another worker", row["update_id"])
+        elif outcome.error is not None:
+            await _release(row, outcome.error)
+        elif not claim_.finished:
+            log.debug("update %s needed no action", row["update_id"])
+            await _finish_without_effect(row)
+    finally:
+        log_context.reset(tokens[2])
+
+
+class InboxWorker:
+    """The per-process loop that claims and processes stored updates."""
+
+    def __init__(self, application: Application, ready: asyncio.Event | None = None) -> None:
+        self.application = application
+        self.ready = ready
+        self.stopping = asyncio.Event()
+
+    async def run_once(self) -> int:
+        rows = await claim()
+        if rows:
+            await asyncio.gather(*(process(self.application, row) for row in rows))
+        return len(rows)
+
+    async def run(self) -> None:
+        if self.ready is not None:
+            await self.ready.wait()
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                if await self.run_once():
+                    failures = 0
+                    continue
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if is_unavailable(exc):
+                    log.warning("inbox: database unavailable (%s); retrying", type(exc).__name__)
+                else:
+                    log.exception("inbox: unexpected error; retrying")
+                await asyncio.sleep(min(0.5 * 2**failures, 10))
+                continue
+            await inbox_ready.wait(POLL_INTERVAL_S)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        inbox_ready.set()

@@ -1,0 +1,91 @@
+"""What one server worker (or the polling process) runs: engine, PTB app, inbox, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from telegram.ext import Application
+
+from sosekni import migrations
+from sosekni.bot import build_application
+from sosekni.config import Settings
+from sosekni.db import bind, close_pool, engine_for, is_unavailable, open_pool
+from sosekni.delivery.inbox import InboxWorker
+from sosekni.delivery.outbox import OutboxSender
+from sosekni.services import admins
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Starts the background work of a worker and stops it cleanly.
+
+    The database or Telegram may be down at start: the webhook still answers (503 while the
+    database is down) and a bootstrap task keeps trying until both are reachable.
+    """
+
+    def __init__(self, settings: Settings, pool_size: int = 10) -> None:
+        self.settings = settings
+        self.engine = engine_for(settings.database_url)
+        bind(self.engine)
+        self.pool_size = pool_size
+        self.application: Application = build_application(settings)
+        self.ready = asyncio.Event()
+        self.inbox = InboxWorker(self.application, ready=self.ready)
+        self.outbox = OutboxSender(
+            self.application.bot, settings.default_language, ready=self.ready
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        with contextlib.suppress(Exception):
+            await open_pool(self.engine, self.pool_size)
+        self._tasks = [
+            asyncio.create_task(self._bootstrap(), name="bootstrap"),
+            asyncio.create_task(self.inbox.run(), name="inbox"),
+            asyncio.create_task(self.outbox.run(), name="outbox"),
+        ]
+
+    async def _bootstrap(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await open_pool(self.engine, self.pool_size)
+                missing = [m.migration_id for m in await migrations.status() if not m.applied]
+                if missing:
+                    raise RuntimeError(
+                        f"{len(missing)} migration(s) not applied: run `sosekni-ops migrate`"
+                    )
+                added = await admins.seed(self.settings.admin_telegram_ids)
+                if added:
+                    log.info("seeded %d administrator(s) from ADMIN_TELEGRAM_ID", len(added))
+                if not self.application._initialized:
+                    await self.application.initialize()
+                log.info("bot @%s ready", self.application.bot.username)
+                self.ready.set()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                what = "database unavailable" if is_unavailable(exc) else "start-up failed"
+                log.warning("%s (%s: %s); retrying in %.0fs", what, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def stop(self, timeout: float = 10) -> None:
+        """Let the loops finish what they hold, then release the pool and the bot."""
+        self.inbox.stop()
+        self.outbox.stop()
+        tasks = self._tasks
+        if tasks:
+            tasks[0].cancel()
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.application._initialized:
+            with contextlib.suppress(Exception):
+                await self.application.shutdown()
+        await close_pool(self.engine)

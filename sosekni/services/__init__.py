@@ -1,0 +1,1 @@
+"""Business rules, each a single transaction of state change plus outbox messages."""

@@ -1,0 +1,403 @@
+"""Client requests: submit, status, decide, list pending. One transaction per call."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sosekni.db import row_times, sql, utcnow
+from sosekni.render import admin_card, decision_keyboard, outcome_card, when
+from sosekni.services import admins
+from sosekni.services.work import UnitOfWork, unit_of_work
+from sosekni.tables import APPROVED, MAX_REQUEST_TEXT, PENDING, REJECTED
+from sosekni.texts import text
+
+_TIMES = ("submitted_at", "responded_at", "reminded_at", "created_at", "updated_at")
+PENDING_PAGE = 20
+
+
+@dataclass(frozen=True)
+class Person:
+    """Whoever sent the update, as Telegram describes them."""
+
+    telegram_id: int
+    first_name: str
+    username: str | None
+    language: str
+
+    @property
+    def display_name(self) -> str:
+        if self.username:
+            return f"{self.first_name} (@{self.username})" if self.first_name else self.username
+        return self.first_name or str(self.telegram_id)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Where a short answer goes: a callback query's toast, else a message to the chat."""
+
+    chat_id: int
+    callback_query_id: str | None = None
+
+
+class Submitted(StrEnum):
+    CREATED = "created"
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    ALREADY_PENDING = "already_pending"
+    ALREADY_APPROVED = "already_approved"
+
+
+class Decided(StrEnum):
+    DECIDED = "decided"
+    ALREADY_PROCESSED = "already_processed"
+    NOT_AUTHORIZED = "not_authorized"
+    NOT_FOUND = "not_found"
+
+
+def _request(row: dict[str, Any]) -> dict[str, Any]:
+    return row_times(row, *_TIMES)
+
+
+def _answer(work: UnitOfWork, answer: Answer, message: str, *, alert: bool = False) -> None:
+    if answer.callback_query_id is not None:
+        payload: dict[str, Any] = {"callback_query_id": answer.callback_query_id, "text": message}
+        if alert:
+            payload["show_alert"] = True
+        work.send("answerCallbackQuery", payload, chat_id=None, purpose="callback")
+    else:
+        work.message(answer.chat_id, message, purpose="reply")
+
+
+async def say(chat_id: int, language: str, key: str, **values: object) -> None:
+    """Send one fixed text (greeting, help, hint)."""
+    async with unit_of_work() as work:
+        work.message(chat_id, text(language, key, **values), purpose="reply")
+
+
+async def greet(person: Person, chat_id: int) -> None:
+    """`/start`: the greeting, plus the administrators' commands for an administrator."""
+    async with unit_of_work() as work:
+        message = text(person.language, "start")
+        if await admins.is_active(person.telegram_id):
+            message += "\n\n" + text(person.language, "help_admin")
+        work.message(chat_id, message, purpose="reply")
+
+
+async def submit(
+    client: Person, chat_id: int, request_text: str, admin_language: str
+) -> tuple[Submitted, int | None]:
+    """`/request <text>`: store it once, confirm, notify every active administrator."""
+    request_text = request_text.strip()
+    lang = client.language
+    async with unit_of_work() as work:
+        if not request_text:
+            work.message(chat_id, text(lang, "request_usage"), purpose="reply")
+            return Submitted.EMPTY, None
+        if len(request_text) > MAX_REQUEST_TEXT:
+            work.message(
+                chat_id, text(lang, "request_too_long", limit=MAX_REQUEST_TEXT), purpose="reply"
+            )
+            return Submitted.TOO_LONG, None
+        approved = await sql(
+            "SELECT id FROM client_request WHERE client_telegram_id = {} AND status = {} "
+            "ORDER BY id DESC LIMIT 1",
+            client.telegram_id,
+            APPROVED,
+        )
+        if approved:
+            work.message(
+                chat_id, text(lang, "already_approved", id=approved[0]["id"]), purpose="reply"
+            )
+            return Submitted.ALREADY_APPROVED, approved[0]["id"]
+        now = utcnow()
+        # The partial unique index decides under concurrency: a second pending row conflicts.
+        rows = await sql(
+            "INSERT INTO client_request (client_telegram_id, client_username, client_first_name, "
+            "client_language, text, status, submitted_at, created_at, updated_at) "
+            "VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}) ON CONFLICT DO NOTHING RETURNING *",
+            client.telegram_id,
+            client.username,
+            client.first_name,
+            lang,
+            request_text,
+            PENDING,
+            now,
+            now,
+            now,
+        )
+        if not rows:
+            pending = await sql(
+                "SELECT id, submitted_at FROM client_request "
+                "WHERE client_telegram_id = {} AND status = {}",
+                client.telegram_id,
+                PENDING,
+            )
+            existing = _request(pending[0]) if pending else {"id": "?", "submitted_at": None}
+            work.message(
+                chat_id,
+                text(
+                    lang,
+                    "already_pending",
+                    id=existing["id"],
+                    submitted=when(existing["submitted_at"]),
+                ),
+                purpose="reply",
+            )
+            return Submitted.ALREADY_PENDING, pending[0]["id"] if pending else None
+        request = _request(rows[0])
+        work.message(
+            chat_id,
+            text(lang, "request_received", id=request["id"]),
+            purpose="confirm",
+            request_id=request["id"],
+        )
+        for admin_id in await admins.active_ids():
+            _notify(work, admin_id, request, admin_language)
+        return Submitted.CREATED, request["id"]
+
+
+def _notify(
+    work: UnitOfWork,
+    admin_id: int,
+    request: dict[str, Any],
+    language: str,
+    *,
+    reminder: bool = False,
+    purpose: str = "notify",
+) -> None:
+    work.message(
+        admin_id,
+        admin_card(request, language, reminder=reminder),
+        purpose=purpose,
+        request_id=request["id"],
+        admin_telegram_id=admin_id,
+        payload={"reply_markup": decision_keyboard(request["id"], language)},
+    )
+
+
+async def status(client: Person, chat_id: int) -> str | None:
+    """`/status`: the client's latest request and its state; returns that state."""
+    lang = client.language
+    async with unit_of_work() as work:
+        rows = await sql(
+            "SELECT * FROM client_request WHERE client_telegram_id = {} ORDER BY id DESC LIMIT 1",
+            client.telegram_id,
+        )
+        if not rows:
+            work.message(chat_id, text(lang, "status_none"), purpose="reply")
+            return None
+        request = _request(rows[0])
+        values = {
+            "id": request["id"],
+            "submitted": when(request["submitted_at"]),
+            "responded": when(request["responded_at"]),
+        }
+        if request["status"] == PENDING:
+            message = text(lang, "status_pending", **values)
+        elif request["status"] == APPROVED:
+            message = text(lang, "status_approved", **values)
+        else:
+            key = "status_rejected_reason" if request["reason"] else "status_rejected"
+            message = text(lang, key, reason=request["reason"] or "", **values)
+            message += "\n" + text(lang, "status_rejected_again")
+        work.message(chat_id, message, purpose="reply")
+        return str(request["status"])
+
+
+async def decide(
+    admin: Person,
+    request_id: int,
+    response: str,
+    answer: Answer,
+    admin_language: str,
+    reason: str | None = None,
+) -> Decided:
+    """Approve or reject: the first decision wins; every copy is edited; the client is told."""
+    async with unit_of_work() as work:
+        return await _decide(work, admin, request_id, response, answer, admin_language, reason)
+
+
+async def decide_by_reply(
+    admin: Person,
+    chat_id: int,
+    replied_message_id: int,
+    request_id_hint: int | None,
+    response: str,
+    admin_language: str,
+    reason: str | None = None,
+) -> Decided:
+    """A text reply `Approve` / `Reject[: reason]` to a notification."""
+    answer = Answer(chat_id=chat_id)
+    async with unit_of_work() as work:
+        if not await admins.is_active(admin.telegram_id):
+            _answer(work, answer, text(admin.language, "not_authorized"))
+            return Decided.NOT_AUTHORIZED
+        rows = await sql(
+            "SELECT request_id FROM admin_notification WHERE chat_id = {} AND message_id = {}",
+            chat_id,
+            replied_message_id,
+        )
+        request_id = int(rows[0]["request_id"]) if rows else request_id_hint
+        if request_id is None:
+            _answer(work, answer, text(admin.language, "reply_unknown_request"))
+            return Decided.NOT_FOUND
+        return await _decide(work, admin, request_id, response, answer, admin_language, reason)
+
+
+async def _decide(
+    work: UnitOfWork,
+    admin: Person,
+    request_id: int,
+    response: str,
+    answer: Answer,
+    admin_language: str,
+    reason: str | None,
+) -> Decided:
+    if response not in (APPROVED, REJECTED):
+        raise ValueError(f"response must be {APPROVED} or {REJECTED}, not {response!r}")
+    lang = admin.language
+    if not await admins.is_active(admin.telegram_id):
+        _answer(work, answer, text(lang, "not_authorized"), alert=True)
+        return Decided.NOT_AUTHORIZED
+    reason = (reason or "").strip() or None
+    now = utcnow()
+    rows = await sql(
+        "UPDATE client_request SET status = {}, response = {}, admin_telegram_id = {}, "
+        "admin_name = {}, reason = {}, responded_at = {}, updated_at = {} "
+        "WHERE id = {} AND status = {} RETURNING *",
+        response,
+        response,
+        admin.telegram_id,
+        admin.display_name,
+        reason,
+        now,
+        now,
+        request_id,
+        PENDING,
+    )
+    if not rows:
+        found = await sql("SELECT * FROM client_request WHERE id = {}", request_id)
+        if not found:
+            _answer(work, answer, text(lang, "request_not_found", id=request_id), alert=True)
+            return Decided.NOT_FOUND
+        done = _request(found[0])
+        _answer(
+            work,
+            answer,
+            text(
+                lang,
+                "already_processed",
+                id=request_id,
+                status=text(lang, f"status_word_{done['status']}"),
+                admin=done["admin_name"] or done["admin_telegram_id"],
+                responded=when(done["responded_at"]),
+            ),
+            alert=True,
+        )
+        return Decided.ALREADY_PROCESSED
+    request = _request(rows[0])
+    client_lang = request["client_language"] or admin_language
+    if response == APPROVED:
+        client_message = text(client_lang, "welcome", id=request_id)
+    elif reason:
+        client_message = text(client_lang, "rejected_reason", id=request_id, reason=reason)
+    else:
+        client_message = text(client_lang, "rejected", id=request_id)
+    work.message(
+        request["client_telegram_id"], client_message, purpose="decision", request_id=request_id
+    )
+    outcome = outcome_card(request, admin_language)
+    copies = await sql(
+        "SELECT chat_id, message_id FROM admin_notification WHERE request_id = {} ORDER BY id",
+        request_id,
+    )
+    for copy in copies:
+        work.send(
+            "editMessageText",
+            {"message_id": copy["message_id"], "text": outcome, "parse_mode": "HTML"},
+            chat_id=copy["chat_id"],
+            purpose="edit",
+            request_id=request_id,
+        )
+    # Copies not sent yet go out already decided, without buttons.
+    await sql(
+        "UPDATE outbox_message SET payload = {} WHERE request_id = {} "
+        "AND purpose IN ('notify', 'remind') AND status = 'pending'",
+        json.dumps({"text": outcome, "parse_mode": "HTML"}, ensure_ascii=False),
+        request_id,
+    )
+    _answer(work, answer, text(lang, f"decided_{response}", id=request_id))
+    return Decided.DECIDED
+
+
+async def list_pending(admin: Person, chat_id: int, admin_language: str) -> int:
+    """`/pending`: the waiting requests, oldest first, each with its buttons."""
+    lang = admin.language
+    async with unit_of_work() as work:
+        if not await admins.is_active(admin.telegram_id):
+            work.message(chat_id, text(lang, "not_authorized"), purpose="reply")
+            return 0
+        rows = await sql(
+            "SELECT * FROM client_request WHERE status = {} ORDER BY submitted_at, id LIMIT {}",
+            PENDING,
+            PENDING_PAGE + 1,
+        )
+        if not rows:
+            work.message(chat_id, text(lang, "pending_none"), purpose="reply")
+            return 0
+        total = (await sql("SELECT count(*) AS n FROM client_request WHERE status = {}", PENDING))[
+            0
+        ]["n"]
+        work.message(chat_id, text(lang, "pending_header", count=total), purpose="reply")
+        for row in rows[:PENDING_PAGE]:
+            _notify(work, chat_id, _request(row), admin_language)
+        if total > PENDING_PAGE:
+            work.message(
+                chat_id, text(lang, "pending_more", count=total - PENDING_PAGE), purpose="reply"
+            )
+        return int(total)
+
+
+async def help_for(person: Person, chat_id: int) -> None:
+    """A message we have no command for: the client help, or the administrator help."""
+    async with unit_of_work() as work:
+        key = "help_admin" if await admins.is_active(person.telegram_id) else "help"
+        work.message(chat_id, text(person.language, key), purpose="reply")
+
+
+async def hint(person: Person, chat_id: int) -> None:
+    """A reply that is neither Approve nor Reject: the administrator hint, else the help."""
+    async with unit_of_work() as work:
+        key = "reply_hint" if await admins.is_active(person.telegram_id) else "help"
+        work.message(chat_id, text(person.language, key), purpose="reply")
+
+
+async def answer_unknown_button(person: Person, callback_query_id: str) -> None:
+    async with unit_of_work() as work:
+        _answer(
+            work,
+            Answer(chat_id=person.telegram_id, callback_query_id=callback_query_id),
+            text(person.language, "unknown_button"),
+        )
+
+
+STATUSES = (PENDING, APPROVED, REJECTED)
+
+
+async def audit(status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Every request (or those in `status`), newest first, with its decision."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+    query = "SELECT * FROM client_request"
+    args: list[Any] = []
+    if status is not None:
+        query += " WHERE status = {}"
+        args.append(status)
+    query += " ORDER BY id DESC"
+    if limit is not None:
+        query += " LIMIT {}"
+        args.append(limit)
+    return [_request(row) for row in await sql(query, *args)]

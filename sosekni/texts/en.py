@@ -1,0 +1,78 @@
+"""English texts. Values in {braces} are filled in; HTML is escaped by the caller."""
+
+TEXTS: dict[str, str] = {
+    "start": (
+        "Hello! This is the SOSenki community bot.\n\n"
+        "To ask for access, send /request followed by a few words about yourself, e.g.\n"
+        "<code>/request Anna, plot 42, moving in this spring</code>\n\n"
+        "Send /status at any time to see what became of your request."
+    ),
+    "help": "Send /request followed by your message to ask for access, or /status to check it.",
+    "help_admin": (
+        "You are an administrator. /pending lists the requests waiting for a decision; "
+        "tap Approve or Reject, or reply to a request with Approve, Reject or "
+        "Reject: reason."
+    ),
+    "request_usage": (
+        "Please add your message after the command, e.g.\n"
+        "<code>/request Anna, plot 42, moving in this spring</code>"
+    ),
+    "request_too_long": "Your message is too long: at most {limit} characters, please.",
+    "request_received": (
+        "Your request #{id} has been received and is pending review. "
+        "You will get a message here as soon as an administrator decides."
+    ),
+    "already_pending": (
+        "You already have a pending request (#{id}, sent {submitted}). "
+        "Please wait for the administrators' decision; /status shows it."
+    ),
+    "already_approved": "Your request #{id} was approved: you already have access.",
+    "status_none": "You have not sent a request yet. Send /request followed by your message.",
+    "status_pending": "Your request #{id} (sent {submitted}) is pending review.",
+    "status_approved": "Your request #{id} was approved on {responded}. Welcome to SOSenki!",
+    "status_rejected": "Your request #{id} was rejected on {responded}.",
+    "status_rejected_reason": "Your request #{id} was rejected on {responded}. Reason: {reason}",
+    "status_rejected_again": "You may send a new request with /request.",
+    "welcome": (
+        "Good news: your request #{id} has been approved. Welcome to SOSenki!\n\n"
+        "Next steps: an administrator will contact you with the access details; "
+        "keep this chat open."
+    ),
+    "rejected": (
+        "Sorry, your request #{id} has been rejected. You may send a new request with /request."
+    ),
+    "rejected_reason": (
+        "Sorry, your request #{id} has been rejected.\nReason: {reason}\n\n"
+        "You may send a new request with /request."
+    ),
+    "admin_card": (
+        "<b>Access request #{id}</b>\n"
+        "From: {client_link}\n"
+        "Username: {username}\n"
+        "Telegram id: <code>{client_id}</code>\n"
+        "Submitted: {submitted}\n\n"
+        "{text}"
+    ),
+    "admin_card_reminder": "⏰ <b>Still waiting for a decision</b>\n",
+    "admin_outcome_approved": "\n\n✅ <b>Approved</b> by {admin} at {responded}",
+    "admin_outcome_rejected": "\n\n❌ <b>Rejected</b> by {admin} at {responded}",
+    "admin_outcome_reason": "\nReason: {reason}",
+    "no_username": "—",
+    "button_approve": "Approve",
+    "button_reject": "Reject",
+    "decided_approved": "Request #{id} approved.",
+    "decided_rejected": "Request #{id} rejected.",
+    "already_processed": "Request #{id} already processed: {status} by {admin} at {responded}.",
+    "status_word_approved": "approved",
+    "status_word_rejected": "rejected",
+    "request_not_found": "Request #{id} does not exist.",
+    "reply_unknown_request": (
+        "I cannot tell which request this reply is about: reply to a request notification."
+    ),
+    "not_authorized": "You are not authorized to decide on requests.",
+    "reply_hint": "Reply to a request with Approve, Reject, or Reject: <reason>.",
+    "pending_none": "No requests are waiting for a decision.",
+    "pending_header": "{count} request(s) waiting for a decision, oldest first:",
+    "pending_more": "…and {count} more. Decide these first, then send /pending again.",
+    "unknown_button": "This button is no longer valid.",
+}

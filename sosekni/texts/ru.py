@@ -1,0 +1,79 @@
+"""Russian texts, the same keys as en.py."""
+
+TEXTS: dict[str, str] = {
+    "start": (
+        "Здравствуйте! Это бот сообщества SOSenki.\n\n"
+        "Чтобы запросить доступ, отправьте /request и несколько слов о себе, например\n"
+        "<code>/request Анна, участок 42, переезжаем весной</code>\n\n"
+        "Команда /status в любой момент покажет, что с вашим запросом."
+    ),
+    "help": "Отправьте /request и ваше сообщение, чтобы запросить доступ, или /status.",
+    "help_admin": (
+        "Вы администратор. /pending покажет запросы, ожидающие решения; нажмите "
+        "Approve или Reject или ответьте на запрос словом Approve, Reject или "
+        "Reject: причина."
+    ),
+    "request_usage": (
+        "Пожалуйста, добавьте сообщение после команды, например\n"
+        "<code>/request Анна, участок 42, переезжаем весной</code>"
+    ),
+    "request_too_long": "Сообщение слишком длинное: не более {limit} символов.",
+    "request_received": (
+        "Ваш запрос #{id} получен и ожидает рассмотрения. "
+        "Мы напишем вам здесь, как только администратор примет решение."
+    ),
+    "already_pending": (
+        "У вас уже есть запрос, ожидающий рассмотрения (#{id}, отправлен {submitted}). "
+        "Пожалуйста, дождитесь решения; /status покажет его."
+    ),
+    "already_approved": "Ваш запрос #{id} одобрен: у вас уже есть доступ.",
+    "status_none": "Вы ещё не отправляли запрос. Отправьте /request и ваше сообщение.",
+    "status_pending": "Ваш запрос #{id} (отправлен {submitted}) ожидает рассмотрения.",
+    "status_approved": "Ваш запрос #{id} одобрен {responded}. Добро пожаловать в SOSenki!",
+    "status_rejected": "Ваш запрос #{id} отклонён {responded}.",
+    "status_rejected_reason": "Ваш запрос #{id} отклонён {responded}. Причина: {reason}",
+    "status_rejected_again": "Вы можете отправить новый запрос командой /request.",
+    "welcome": (
+        "Отличные новости: ваш запрос #{id} одобрен. Добро пожаловать в SOSenki!\n\n"
+        "Дальше: администратор свяжется с вами и передаст данные для доступа; "
+        "не закрывайте этот чат."
+    ),
+    "rejected": (
+        "К сожалению, ваш запрос #{id} отклонён. "
+        "Вы можете отправить новый запрос командой /request."
+    ),
+    "rejected_reason": (
+        "К сожалению, ваш запрос #{id} отклонён.\nПричина: {reason}\n\n"
+        "Вы можете отправить новый запрос командой /request."
+    ),
+    "admin_card": (
+        "<b>Запрос на доступ #{id}</b>\n"
+        "От: {client_link}\n"
+        "Имя пользователя: {username}\n"
+        "Telegram id: <code>{client_id}</code>\n"
+        "Отправлен: {submitted}\n\n"
+        "{text}"
+    ),
+    "admin_card_reminder": "⏰ <b>Всё ещё ждёт решения</b>\n",
+    "admin_outcome_approved": "\n\n✅ <b>Одобрено</b>: {admin}, {responded}",
+    "admin_outcome_rejected": "\n\n❌ <b>Отклонено</b>: {admin}, {responded}",
+    "admin_outcome_reason": "\nПричина: {reason}",
+    "no_username": "—",
+    "button_approve": "Approve",
+    "button_reject": "Reject",
+    "decided_approved": "Запрос #{id} одобрен.",
+    "decided_rejected": "Запрос #{id} отклонён.",
+    "already_processed": "Запрос #{id} уже обработан: {status}, {admin}, {responded}.",
+    "status_word_approved": "одобрен",
+    "status_word_rejected": "отклонён",
+    "request_not_found": "Запроса #{id} не существует.",
+    "reply_unknown_request": (
+        "Не понимаю, к какому запросу относится ответ: ответьте на уведомление о запросе."
+    ),
+    "not_authorized": "У вас нет прав принимать решения по запросам.",
+    "reply_hint": "Ответьте на запрос словом Approve, Reject или Reject: <причина>.",
+    "pending_none": "Нет запросов, ожидающих решения.",
+    "pending_header": "Запросов, ожидающих решения: {count}; сначала самые старые:",
+    "pending_more": "…и ещё {count}. Решите эти и снова отправьте /pending.",
+    "unknown_button": "Эта кнопка больше не действует.",
+}
