@@ -163,7 +163,7 @@ class OutboxSender:
             self.limiter.pause(delay)
             await self._retry(row, f"RetryAfter: {delay:g}s", delay)
         except BadRequest as exc:
-            if "message is not modified" in exc.message:
+            if "message is not modified" in exc.message.lower():
                 await self._sent(row, None)
             else:
                 await self._fail(row, f"BadRequest: {exc.message}")

@@ -1,0 +1,83 @@
+"""Shared fixtures: the fake Bot API, a real PostgreSQL, and the bot as a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.postgres import create_database, drop_database, postgres_server
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import TOKEN, BotServer, Db, base_env, run_ops
+
+
+@pytest.fixture(scope="session")
+def fake_telegram() -> Iterator[FakeTelegram]:
+    with FakeTelegram(token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def telegram(fake_telegram: FakeTelegram) -> FakeTelegram:
+    """The session's fake Bot API, emptied for this test."""
+    fake_telegram.reset()
+    return fake_telegram
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn() -> Iterator[str]:
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_dsn: str) -> Iterator[str]:
+    """A fresh, empty Postgres database for one test."""
+    dsn = create_database(postgres_admin_dsn)
+    yield dsn
+    drop_database(postgres_admin_dsn, dsn)
+
+
+def migrated_database(kind: str, admin_dsn: str | None, tmp: Path, api: str) -> str:
+    url = create_database(admin_dsn) if kind == "postgres" else f"sqlite:///{tmp / 'bot.db'}"
+    done = run_ops("migrate", env=base_env(url, api))
+    assert done.returncode == 0, done.stderr + done.stdout
+    return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def server(
+    backend: str,
+    fake_telegram: FakeTelegram,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[BotServer, Db]]:
+    """One running bot per module and backend, on a migrated database of its own."""
+    admin_dsn = request.getfixturevalue("postgres_admin_dsn") if backend == "postgres" else None
+    tmp = tmp_path_factory.mktemp(f"bot-{backend}")
+    url = migrated_database(backend, admin_dsn, tmp, fake_telegram.base_url)
+    bot = BotServer(base_env(url, fake_telegram.base_url), log_path=tmp / "serve.log").start()
+    yield bot, Db(url)
+    bot.stop()
+    if admin_dsn is not None:
+        drop_database(admin_dsn, url)
+
+
+@pytest.fixture
+async def bot(
+    server: tuple[BotServer, Db], telegram: FakeTelegram
+) -> AsyncIterator[tuple[BotServer, Db, FakeTelegram]]:
+    """The module's running bot with empty tables and a clean fake Bot API."""
+    running, db = server
+    await db.settle()
+    await db.reset()
+    telegram.reset()
+    yield running, db, telegram
+    await asyncio.sleep(0)

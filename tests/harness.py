@@ -1,0 +1,310 @@
+"""Test harness: the bot as a real `sosekni-ops` process, a database probe, Update JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "123456:TEST-fake-token"
+SECRET = "test-webhook-secret_42"
+_ids = itertools.count(int(time.time() * 1000) % 10**9 * 100)
+
+
+def next_id() -> int:
+    """A fresh number for update ids and Telegram user ids, unique in this test run."""
+    return next(_ids)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ops_command() -> list[str]:
+    """How to run `sosekni-ops` from the project's virtual environment."""
+    script = Path(sys.executable).with_name("sosekni-ops")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ops.cli"]
+
+
+def base_env(database_url: str, api_base: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "WEBHOOK_"))}
+    env.update(
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        WEBHOOK_SECRET=SECRET,
+        DATABASE_URL=database_url,
+        TELEGRAM_API_BASE_URL=api_base,
+        ADMIN_TELEGRAM_ID="1",
+        LOG_LEVEL="INFO",
+        SOSEKNI_ENV_FILE="/nonexistent/.env",
+    )
+    env.update(extra)
+    return env
+
+
+def run_ops(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `sosekni-ops ARGS` and return the finished process (never raises on exit code)."""
+    return subprocess.run(
+        [*ops_command(), *args],
+        env={**env, "COLUMNS": "200"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Db:
+    """Reads and writes the test database directly, to check what the bot stored."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite_path = url[len("sqlite:///") :] if url.startswith("sqlite:") else None
+
+    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        """SQL with `{}` placeholders; rows as dicts."""
+        if self.sqlite_path is not None:
+            return await asyncio.to_thread(self._sqlite, query.replace("{}", "?"), args)
+        numbered = query
+        for n in range(1, len(args) + 1):
+            numbered = numbered.replace("{}", f"${n}", 1)
+        conn = await asyncpg.connect(self.url)
+        try:
+            return [dict(r) for r in await conn.fetch(numbered, *args)]
+        finally:
+            await conn.close()
+
+    def _sqlite(self, query: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.sqlite_path, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            with conn:
+                return [dict(r) for r in conn.execute(query, args).fetchall()]
+        finally:
+            conn.close()
+
+    async def value(self, query: str, *args: Any) -> Any:
+        rows = await self.fetch(query, *args)
+        return next(iter(rows[0].values())) if rows else None
+
+    async def reset(self, admins: tuple[int, ...] = ()) -> None:
+        """Empty every table and make `admins` the active administrators."""
+        for table in ("admin_notification", "outbox_message", "inbox_update", "client_request"):
+            await self.fetch(f"DELETE FROM {table}")
+        await self.fetch("DELETE FROM administrator")
+        for admin in admins:
+            await self.add_admin(admin)
+
+    async def add_admin(self, telegram_id: int, active: bool = True, name: str = "") -> None:
+        await self.fetch(
+            "INSERT INTO administrator (telegram_id, name, active, created_at, updated_at) "
+            "VALUES ({}, {}, {}, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            telegram_id,
+            name,
+            active,
+        )
+
+    async def settle(self, timeout: float = 30) -> None:
+        """Wait until every stored update is processed and every due message sent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = await self.value(
+                "SELECT (SELECT count(*) FROM inbox_update WHERE status IN ('new', 'processing'))"
+                " + (SELECT count(*) FROM outbox_message WHERE status IN ('pending', 'sending'))"
+            )
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                inbox = await self.fetch("SELECT update_id, status, error FROM inbox_update")
+                outbox = await self.fetch(
+                    "SELECT id, method, chat_id, status, last_error FROM outbox_message"
+                )
+                raise AssertionError(f"not settled after {timeout}s: {inbox} {outbox}")
+            await asyncio.sleep(0.05)
+
+
+@dataclass
+class BotServer:
+    """`sosekni-ops serve` as a real process on a free port."""
+
+    env: dict[str, str]
+    workers: int = 1
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True, timeout: float = 60) -> BotServer:
+        if self.log_path is None:
+            self.log_path = Path(
+                subprocess.check_output(
+                    ["mktemp", "/tmp/sosekni-serve-XXXXXX.log"], text=True
+                ).strip()
+            )
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*ops_command(), "serve", "--port", str(self.port), "--workers", str(self.workers)],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until /health answers 200 and every worker has logged that its bot is ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            if self.log().count("SoSenkiTestBot ready") >= self.workers:
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        os.killpg(self.process.pid, sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(10)
+
+    async def post(
+        self,
+        body: dict[str, Any] | bytes | str,
+        *,
+        secret: str | None = SECRET,
+        content_type: str = "application/json",
+    ) -> httpx.Response:
+        headers = {"content-type": content_type}
+        if secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        async with httpx.AsyncClient(timeout=30) as client:
+            if isinstance(body, dict):
+                import json
+
+                body = json.dumps(body)
+            return await client.post(f"{self.url}/webhook/telegram", content=body, headers=headers)
+
+
+# ----------------------------------------------------------------------------- Update JSON
+
+
+def user(
+    user_id: int, first_name: str = "Anna", username: str | None = "anna", lang: str = "en"
+) -> dict[str, Any]:
+    found: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
+    if username:
+        found["username"] = username
+    if lang:
+        found["language_code"] = lang
+    return found
+
+
+def message(
+    sender: dict[str, Any],
+    text: str,
+    *,
+    reply_to: dict[str, Any] | None = None,
+    update_id: int | None = None,
+) -> dict[str, Any]:
+    """A private-chat text message update; a leading /command gets its entity."""
+    msg: dict[str, Any] = {
+        "message_id": next_id() % 2**31,
+        "date": int(time.time()),
+        "chat": {"id": sender["id"], "type": "private", "first_name": sender["first_name"]},
+        "from": sender,
+        "text": text,
+    }
+    if text.startswith("/"):
+        command = text.split(maxsplit=1)[0]
+        msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+    if reply_to is not None:
+        msg["reply_to_message"] = reply_to
+    return {"update_id": update_id if update_id is not None else next_id(), "message": msg}
+
+
+def bot_message(chat_id: int, message_id: int, text: str, bot_id: int = 123456) -> dict[str, Any]:
+    """A message the bot sent, as it appears in `reply_to_message`."""
+    return {
+        "message_id": message_id,
+        "date": int(time.time()),
+        "chat": {"id": chat_id, "type": "private"},
+        "from": {
+            "id": bot_id,
+            "is_bot": True,
+            "first_name": "SOSenki Test",
+            "username": "SoSenkiTestBot",
+        },
+        "text": text,
+    }
+
+
+def callback(
+    sender: dict[str, Any], data: str, on_message: dict[str, Any], update_id: int | None = None
+) -> dict[str, Any]:
+    return {
+        "update_id": update_id if update_id is not None else next_id(),
+        "callback_query": {
+            "id": str(next_id()),
+            "from": sender,
+            "chat_instance": "ci-1",
+            "data": data,
+            "message": on_message,
+        },
+    }
+
+
+def wait_port_closed(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.1)
+
+
+def ensure_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not on PATH")
+    return found
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    yield from (line for line in text.splitlines() if line.strip())

@@ -1,0 +1,573 @@
+"""The fake Telegram Bot API, exercised through a real python-telegram-bot ``Bot``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import telegram
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+
+from tests.fakes.telegram import NOT_MODIFIED, FakeTelegram
+
+ROOT = Path(__file__).resolve().parent.parent
+USER = 1001
+ADMIN_GROUP = -1001234567890
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as server:
+        yield server
+
+
+def make_bot(fake: FakeTelegram, token: str | None = None, read_timeout: float = 5) -> telegram.Bot:
+    return telegram.Bot(
+        token or fake.token,
+        base_url=f"{fake.base_url}/bot",
+        request=HTTPXRequest(read_timeout=read_timeout),
+    )
+
+
+def keyboard(request_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Approve", callback_data=f"approve:{request_id}"),
+                InlineKeyboardButton("Reject", callback_data=f"reject:{request_id}"),
+            ]
+        ]
+    )
+
+
+def keyboard_dict(request_id: int) -> dict[str, object]:
+    return {
+        "inline_keyboard": [
+            [
+                {"text": "Approve", "callback_data": f"approve:{request_id}"},
+                {"text": "Reject", "callback_data": f"reject:{request_id}"},
+            ]
+        ]
+    }
+
+
+def retry_seconds(error: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = error.retry_after
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+async def test_get_me(fake: FakeTelegram) -> None:
+    async with make_bot(fake) as bot:
+        me = await bot.get_me()
+        assert me.id == 123456
+        assert me.is_bot
+        assert me.first_name == "SOSenki Test"
+        assert me.username == "SoSenkiTestBot"
+        assert me.can_join_groups is True
+        assert bot.username == "SoSenkiTestBot"
+    assert [call.method for call in fake.calls()] == ["getMe", "getMe"]
+    assert all(call.status == 200 for call in fake.calls())
+
+
+async def test_username_is_configurable() -> None:
+    with FakeTelegram(username="OtherBot") as other:
+        async with make_bot(other) as bot:
+            assert (await bot.get_me()).username == "OtherBot"
+
+
+async def test_send_message_ids_markup_and_recording(fake: FakeTelegram) -> None:
+    before = int(time.time())
+    async with make_bot(fake) as bot:
+        first = await bot.send_message(USER, "New request #1", reply_markup=keyboard(1))
+        second = await bot.send_message(USER, "New request #2", disable_notification=True)
+        other = await bot.send_message(ADMIN_GROUP, "For the admins", parse_mode="HTML")
+
+    assert (first.message_id, second.message_id, other.message_id) == (1, 2, 1)
+    assert first.chat.id == USER
+    assert first.chat.type == "private"
+    assert other.chat.id == ADMIN_GROUP
+    assert first.from_user is not None and first.from_user.id == 123456
+    assert first.text == "New request #1"
+    assert first.reply_markup == keyboard(1)
+    assert second.reply_markup is None
+    assert before <= int(first.date.timestamp()) <= int(time.time())
+
+    sends = fake.calls("sendMessage", chat_id=USER)
+    assert len(sends) == 2
+    assert sends[0].params == {
+        "chat_id": USER,
+        "text": "New request #1",
+        "reply_markup": keyboard_dict(1),
+    }
+    assert sends[1].params["disable_notification"] is True
+    assert fake.calls("sendmessage", chat_id=ADMIN_GROUP)[0].params["parse_mode"] == "HTML"
+    assert fake.sent_texts(USER) == ["New request #1", "New request #2"]
+    assert fake.sent_texts(ADMIN_GROUP) == ["For the admins"]
+    assert fake.sent_texts(4242) == []
+
+
+async def test_text_that_looks_like_json_stays_a_string(fake: FakeTelegram) -> None:
+    async with make_bot(fake) as bot:
+        for text in ("42", "true", '{"a": 1}', "null"):
+            message = await bot.send_message(USER, text)
+            assert message.text == text
+    assert fake.sent_texts(USER) == ["42", "true", '{"a": 1}', "null"]
+
+
+async def test_edit_message_text_and_not_modified(fake: FakeTelegram) -> None:
+    async with make_bot(fake) as bot:
+        sent = await bot.send_message(ADMIN_GROUP, "Request #7: pending", reply_markup=keyboard(7))
+        edited = await bot.edit_message_text(
+            "Request #7: approved", chat_id=ADMIN_GROUP, message_id=sent.message_id
+        )
+        assert isinstance(edited, telegram.Message)
+        assert edited.text == "Request #7: approved"
+        assert edited.message_id == sent.message_id
+        assert edited.reply_markup is None  # an edit without reply_markup drops the keyboard
+        assert edited.edit_date is not None
+
+        with pytest.raises(BadRequest) as caught:
+            await bot.edit_message_text(
+                "Request #7: approved", chat_id=ADMIN_GROUP, message_id=sent.message_id
+            )
+        # PTB strips "Bad Request: " and capitalises what is left.
+        assert caught.value.message.startswith("Message is not modified: specified new message")
+
+        # Same text but a different keyboard is a modification.
+        await bot.edit_message_text(
+            "Request #7: approved",
+            chat_id=ADMIN_GROUP,
+            message_id=sent.message_id,
+            reply_markup=keyboard(8),
+        )
+        with pytest.raises(BadRequest, match="Message is not modified"):
+            await bot.edit_message_reply_markup(
+                chat_id=ADMIN_GROUP, message_id=sent.message_id, reply_markup=keyboard(8)
+            )
+        cleared = await bot.edit_message_reply_markup(
+            chat_id=ADMIN_GROUP, message_id=sent.message_id
+        )
+        assert isinstance(cleared, telegram.Message)
+        assert cleared.text == "Request #7: approved"
+        assert cleared.reply_markup is None
+
+        # A message the fake never saw (e.g. from a pushed update) can be edited too.
+        unknown = await bot.edit_message_text("late edit", chat_id=USER, message_id=99)
+        assert isinstance(unknown, telegram.Message)
+        assert unknown.message_id == 99
+
+    statuses = [call.status for call in fake.calls("editMessageText")]
+    assert statuses == [200, 400, 200, 200]
+    failed = fake.calls("editMessageReplyMarkup")[0]
+    assert failed.status == 400
+    assert failed.params["reply_markup"] == keyboard_dict(8)
+    assert failed.params["message_id"] == sent.message_id
+
+
+async def test_answer_callback_query(fake: FakeTelegram) -> None:
+    async with make_bot(fake) as bot:
+        assert await bot.answer_callback_query("4382938472", text="Done", show_alert=True)
+        assert await bot.answer_callback_query("17")
+    first, second = fake.calls("answerCallbackQuery")
+    assert first.params == {"callback_query_id": "4382938472", "text": "Done", "show_alert": True}
+    assert second.params == {"callback_query_id": "17"}  # ids stay strings
+
+
+async def test_webhook_lifecycle(fake: FakeTelegram) -> None:
+    fake.push_update(
+        {"message": {"message_id": 1, "date": 0, "chat": {"id": USER, "type": "private"}}}
+    )
+    async with make_bot(fake) as bot:
+        empty = await bot.get_webhook_info()
+        assert empty.url == ""
+        assert empty.pending_update_count == 1
+
+        assert await bot.set_webhook(
+            "https://bot.example.org/telegram/webhook",
+            secret_token="s3cr3t_token",
+            allowed_updates=["message", "callback_query"],
+            max_connections=10,
+        )
+        info = await bot.get_webhook_info()
+        assert info.url == "https://bot.example.org/telegram/webhook"
+        assert info.has_custom_certificate is False
+        assert info.pending_update_count == 1
+        assert info.max_connections == 10
+        assert info.allowed_updates == ("message", "callback_query")
+        assert info.last_error_date is None
+        assert fake.webhook_url() == "https://bot.example.org/telegram/webhook"
+
+        with pytest.raises(Conflict, match="can't use getUpdates method while webhook is active"):
+            await bot.get_updates()
+
+        fake.set_webhook_error("Wrong response from the webhook: 502 Bad Gateway", date=1700000000)
+        info = await bot.get_webhook_info()
+        assert info.last_error_message == "Wrong response from the webhook: 502 Bad Gateway"
+        assert info.last_error_date == dtm.datetime.fromtimestamp(1700000000, tz=dtm.UTC)
+
+        assert await bot.delete_webhook(drop_pending_updates=True)
+        info = await bot.get_webhook_info()
+        assert info.url == ""
+        assert info.pending_update_count == 0
+        assert info.last_error_message is None
+
+        fake.push_update(
+            {"message": {"message_id": 2, "date": 0, "chat": {"id": USER, "type": "private"}}}
+        )
+        assert await bot.set_webhook("https://bot.example.org/hook", drop_pending_updates=True)
+        assert (await bot.get_webhook_info()).pending_update_count == 0
+
+    set_call = fake.calls("setWebhook")[0]
+    assert set_call.params == {
+        "url": "https://bot.example.org/telegram/webhook",
+        "secret_token": "s3cr3t_token",
+        "allowed_updates": ["message", "callback_query"],
+        "max_connections": 10,
+    }
+    assert fake.calls("deleteWebhook")[0].params == {"drop_pending_updates": True}
+    assert [call.status for call in fake.calls("getUpdates")] == [409]
+
+
+def callback_update(update_id: int | None = None) -> dict[str, object]:
+    update: dict[str, object] = {
+        "callback_query": {
+            "id": "991",
+            "from": {"id": USER, "is_bot": False, "first_name": "Ann"},
+            "chat_instance": "ci",
+            "data": "approve:1",
+        }
+    }
+    if update_id is not None:
+        update["update_id"] = update_id
+    return update
+
+
+async def test_get_updates_queue_and_offsets(fake: FakeTelegram) -> None:
+    first = fake.push_update(
+        {"message": {"message_id": 1, "date": 0, "chat": {"id": USER, "type": "private"}}}
+    )
+    second = fake.push_update(callback_update())
+    assert (first, second) == (1, 2)
+    assert fake.push_update(callback_update(update_id=50)) == 50
+    assert fake.push_update(callback_update()) == 51
+
+    async with make_bot(fake) as bot:
+        updates = await bot.get_updates()
+        assert [u.update_id for u in updates] == [1, 2, 50, 51]
+        assert updates[1].callback_query is not None
+        assert updates[1].callback_query.data == "approve:1"
+
+        limited = await bot.get_updates(offset=2, limit=2)
+        assert [u.update_id for u in limited] == [2, 50]
+        assert [u["update_id"] for u in fake.pending_updates()] == [2, 50, 51]  # 1 confirmed
+
+        assert [u.update_id for u in await bot.get_updates(offset=52)] == []
+        assert fake.pending_updates() == []
+
+    offsets = [call.params.get("offset") for call in fake.calls("getUpdates")]
+    assert offsets == [None, 2, 52]
+    assert fake.calls("getUpdates")[1].params["limit"] == 2
+
+
+async def test_get_updates_long_poll(fake: FakeTelegram) -> None:
+    async with make_bot(fake, read_timeout=5) as bot:
+        started = time.monotonic()
+        assert await bot.get_updates(timeout=1) == ()
+        assert 0.9 <= time.monotonic() - started < 3
+
+        timer = threading.Timer(0.3, fake.push_update, args=(callback_update(),))
+        timer.start()
+        started = time.monotonic()
+        updates = await bot.get_updates(timeout=8)
+        elapsed = time.monotonic() - started
+        timer.join()
+        assert [u.update_id for u in updates] == [1]
+        assert elapsed < 3
+    assert fake.calls("getUpdates")[0].params["timeout"] == 1
+
+
+async def test_wrong_token_is_invalid(fake: FakeTelegram) -> None:
+    bot = make_bot(fake, token="654321:WRONG-token")
+    with pytest.raises(InvalidToken):
+        async with bot:
+            pass
+    call = fake.calls("getMe")[0]
+    assert call.status == 401
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_fail_next_429_is_retry_after(fake: FakeTelegram) -> None:
+    async with make_bot(fake) as bot:
+        fake.fail_next(1, status=429, retry_after=7, method="sendMessage")
+        await bot.get_me()  # other methods are not affected
+        with pytest.raises(RetryAfter) as caught:
+            await bot.send_message(USER, "first try")
+        assert retry_seconds(caught.value) == 7
+        await bot.send_message(USER, "second try")
+    assert [c.status for c in fake.calls("sendMessage")] == [429, 200]
+    assert fake.sent_texts(USER) == ["second try"]
+
+
+async def test_fail_next_counts_and_statuses(fake: FakeTelegram) -> None:
+    async with make_bot(fake) as bot:
+        fake.fail_next(2)
+        for _ in range(2):
+            with pytest.raises(NetworkError, match="Internal Server Error"):
+                await bot.send_message(USER, "x")
+        await bot.send_message(USER, "y")
+
+        fake.fail_next(1, status=400, description="Bad Request: chat not found")
+        with pytest.raises(BadRequest, match="Chat not found"):
+            await bot.send_message(USER, "z")
+
+        fake.fail_next(5, status=502)
+        fake.recover()
+        await bot.send_message(USER, "after recover")
+    assert fake.sent_texts(USER) == ["y", "after recover"]
+    assert [c.status for c in fake.calls("sendMessage")] == [500, 500, 200, 400, 200]
+
+
+async def test_raw_429_body() -> None:
+    with FakeTelegram() as fake:
+        fake.fail_next(1, status=429, retry_after=3)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"{fake.base_url}/bot{fake.token}/getMe")
+        assert response.status_code == 429
+        assert response.json() == {
+            "ok": False,
+            "error_code": 429,
+            "description": "Too Many Requests: retry after 3",
+            "parameters": {"retry_after": 3},
+        }
+
+
+async def test_block_chat_is_forbidden(fake: FakeTelegram) -> None:
+    fake.block_chat(USER)
+    async with make_bot(fake) as bot:
+        with pytest.raises(Forbidden, match="bot was blocked by the user"):
+            await bot.send_message(USER, "hello?")
+        await bot.send_message(ADMIN_GROUP, "others still work")
+        fake.unblock_chat(USER)
+        await bot.send_message(USER, "hello again")
+    assert [c.status for c in fake.calls("sendMessage", chat_id=USER)] == [403, 200]
+    assert fake.sent_texts(USER) == ["hello again"]
+
+
+async def test_delay_times_out_and_stop_does_not_hang() -> None:
+    fake = FakeTelegram().start()
+    try:
+        async with make_bot(fake) as bot:
+            fake.set_delay(1.5, method="sendMessage")
+            with pytest.raises(TimedOut):
+                await bot.send_message(USER, "slow", read_timeout=0.3)
+            await bot.get_me()  # not delayed
+            fake.set_delay(0, method="sendMessage")
+            await bot.send_message(USER, "fast", read_timeout=2)
+            # The timed-out message was still delivered, as can happen with Telegram.
+            await fake.wait_for_async(lambda f: len(f.sent_texts(USER)) == 2, timeout=5)
+
+            fake.set_delay(30)
+            request = asyncio.create_task(bot.get_me(read_timeout=20))
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            await asyncio.to_thread(fake.stop)
+            assert time.monotonic() - started < 3
+            with pytest.raises(NetworkError):
+                await request
+    finally:
+        fake.stop()
+
+
+async def test_stop_and_start_keep_port_and_state(fake: FakeTelegram) -> None:
+    base_url = fake.base_url
+    async with make_bot(fake) as bot:
+        await bot.send_message(USER, "before outage")
+        fake.stop()
+        with pytest.raises(NetworkError):
+            await bot.send_message(USER, "during outage")
+        fake.start()
+        assert fake.base_url == base_url
+        await bot.send_message(USER, "after outage")
+    assert fake.sent_texts(USER) == ["before outage", "after outage"]
+
+
+async def test_long_poll_is_released_by_stop() -> None:
+    fake = FakeTelegram().start()
+    async with make_bot(fake, read_timeout=20) as bot:
+        task = asyncio.create_task(bot.get_updates(timeout=10))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await asyncio.to_thread(fake.stop)
+        assert time.monotonic() - started < 3
+        with pytest.raises(NetworkError):
+            await task
+
+
+async def test_raw_http_encodings(fake: FakeTelegram) -> None:
+    url = f"{fake.base_url}/bot{fake.token}"
+    markup = json.dumps(keyboard_dict(3))
+    async with httpx.AsyncClient() as client:
+        # GET with a query string, method name in another case.
+        response = await client.get(f"{url}/SENDMESSAGE", params={"chat_id": "5", "text": "q"})
+        assert response.status_code == 200
+        assert response.json()["result"]["chat"] == {"id": 5, "type": "private"}
+
+        # application/json body with real JSON types.
+        response = await client.post(
+            f"{url}/sendMessage",
+            json={"chat_id": 5, "text": "j", "reply_markup": keyboard_dict(3)},
+        )
+        assert response.json()["result"]["reply_markup"] == keyboard_dict(3)
+
+        # multipart/form-data, as PTB sends when files are attached.
+        response = await client.post(
+            f"{url}/sendMessage",
+            data={"chat_id": "-100777", "text": "m ü", "reply_markup": markup},
+            files={"document": ("a.txt", b"file body", "text/plain")},
+        )
+        assert response.status_code == 200
+
+        # Hand-written booleans and ints in a query string.
+        response = await client.post(
+            f"{url}/deleteWebhook", params={"drop_pending_updates": "True"}
+        )
+        assert response.json() == {"ok": True, "result": True}
+
+        response = await client.post(f"{url}/sendMessage", data={"chat_id": "@news", "text": "c"})
+        assert response.json()["result"]["chat"]["type"] == "channel"
+
+        response = await client.post(f"{url}/noSuchMethod")
+        assert response.status_code == 404
+        assert response.json() == {"ok": False, "error_code": 404, "description": "Not Found"}
+
+        response = await client.post(f"{fake.base_url}/bot1:bad/getMe")
+        assert response.status_code == 401
+        assert response.json() == {"ok": False, "error_code": 401, "description": "Unauthorized"}
+
+        response = await client.post(f"{url}/sendMessage", data={"chat_id": "5", "text": ""})
+        assert response.status_code == 400
+
+    sends = fake.calls("sendMessage")
+    assert [c.params["chat_id"] for c in sends] == [5, 5, -100777, "@news", 5]
+    assert sends[0].params == {"chat_id": 5, "text": "q"}
+    assert sends[1].params["reply_markup"] == keyboard_dict(3)
+    assert sends[2].params["text"] == "m ü"
+    assert sends[2].params["reply_markup"] == keyboard_dict(3)
+    assert sends[2].params["document"]["content"] == b"file body"
+    assert fake.calls("deleteWebhook")[0].params == {"drop_pending_updates": True}
+    assert fake.calls("noSuchMethod")[0].status == 404
+    assert fake.calls("getMe")[0].status == 401
+
+
+async def test_wait_for_and_reset(fake: FakeTelegram) -> None:
+    async with make_bot(fake) as bot:
+        sender = asyncio.create_task(bot.send_message(USER, "eventually"))
+        await fake.wait_for_async(lambda f: f.sent_texts(USER) == ["eventually"])
+        await sender
+    fake.wait_for(lambda f: f.sent_texts(USER)[-1] == "eventually", timeout=1)
+
+    with pytest.raises(AssertionError) as caught:
+        fake.wait_for(lambda f: f.sent_texts(USER)[5] == "never", timeout=0.2)
+    text = str(caught.value)
+    assert "sendMessage -> 200" in text
+    assert "IndexError" in text
+
+    fake.fail_next(3)
+    fake.block_chat(USER)
+    fake.set_webhook_error("boom")
+    fake.push_update(callback_update())
+    fake.reset()
+    assert fake.calls() == []
+    async with make_bot(fake) as bot:
+        again = await bot.send_message(USER, "fresh")
+        assert again.message_id == 1
+        info = await bot.get_webhook_info()
+        assert info.pending_update_count == 0
+        assert info.last_error_message is None
+    assert NOT_MODIFIED.startswith("Bad Request: message is not modified")
+
+
+def test_quiet_and_command_line() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.telegram", "--port", "0", "--username", "CliBot"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        with httpx.Client() as client:
+            me = client.post(f"{base_url}/bot123456:TEST-fake-token/getMe").json()
+            assert me["result"]["username"] == "CliBot"
+            assert client.get(f"{base_url}/bot123456:TEST-fake-token/nope").status_code == 404
+            assert client.get(f"{base_url}/bot0:x/getMe").status_code == 401
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert stderr == ""
+
+
+async def test_application_polls_and_answers(fake: FakeTelegram) -> None:
+    from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+    async def on_button(update: telegram.Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        assert query is not None and query.message is not None
+        await query.answer("Approved")
+        await context.bot.send_message(query.message.chat.id, f"got {query.data}")
+
+    application = Application.builder().token(fake.token).base_url(f"{fake.base_url}/bot").build()
+    application.add_handler(CallbackQueryHandler(on_button))
+    update = callback_update()
+    update["callback_query"]["message"] = {  # type: ignore[index]
+        "message_id": 5,
+        "date": 0,
+        "chat": {"id": USER, "type": "private"},
+        "text": "Approve?",
+    }
+    fake.push_update(update)
+    async with application:
+        assert application.updater is not None
+        await application.updater.start_polling(poll_interval=0, timeout=dtm.timedelta(seconds=2))
+        await application.start()
+        try:
+            await fake.wait_for_async(lambda f: f.sent_texts(USER) == ["got approve:1"])
+        finally:
+            await application.updater.stop()
+            await application.stop()
+    assert fake.calls("answerCallbackQuery")[0].params["text"] == "Approved"
+    assert fake.calls("deleteWebhook")  # PTB clears any webhook before polling
+    assert fake.pending_updates() == []
