@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 from typing import Annotated
 
 import typer
@@ -48,11 +49,20 @@ def serve(
 
     from sosekni.app import create_app
 
+    _check_can_listen(host, port)
     loader = AppLoader(factory=create_app)
+    app = loader.load()
+    app.prepare(host=host, port=port, workers=workers, access_log=False)
+    Sanic.serve(primary=app, app_loader=loader)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail with one line now rather than with a traceback from every worker."""
     try:
-        app = loader.load()
-        app.prepare(host=host, port=port, workers=workers, access_log=False)
-        Sanic.serve(primary=app, app_loader=loader)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 

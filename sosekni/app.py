@@ -16,6 +16,7 @@ from sanic.response import json as json_response
 from telegram import Update
 
 from sosekni import logs
+from sosekni.bot import ALLOWED_UPDATES
 from sosekni.config import Settings, load_settings
 from sosekni.db import as_utc, is_unavailable, sql, utcnow
 from sosekni.delivery import inbox
@@ -24,6 +25,7 @@ from sosekni.runtime import Runtime
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
+HANDLED_KINDS = frozenset(ALLOWED_UPDATES)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 HEALTH_TIMEOUT_S = 3.0
 INBOX_STALE = timedelta(minutes=5)
@@ -78,6 +80,9 @@ async def webhook(request: Request) -> HTTPResponse:
     update_id = data.get("update_id") if isinstance(data, dict) else None
     if type(update_id) is not int or not 0 <= update_id < 2**63:
         return _error(400, "not a Telegram Update: update_id must be a non-negative integer")
+    if not HANDLED_KINDS.intersection(data):
+        log.debug("ignoring update %s: no handler for %s", update_id, sorted(data)[:5])
+        return json_response({"ok": True})
     try:
         update = Update.de_json(data, None)
         kind, chat_id = inbox.describe(update)

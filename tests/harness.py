@@ -195,9 +195,10 @@ class BotServer:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        """Signal the main process, as systemd's KillMode=mixed does; SIGKILL the group late."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
-        os.killpg(self.process.pid, sig)
+        self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,172 @@
+"""POST /webhook/telegram and GET /health: what each kind of input gets, on both engines."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import migrated_database
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import SECRET, TOKEN, BotServer, Db, base_env, free_port, message, next_id, user
+
+
+async def stored(db: Db) -> int:
+    return int(await db.value("SELECT count(*) FROM inbox_update"))
+
+
+async def test_valid_update_is_stored_and_acknowledged(
+    bot: tuple[BotServer, Db, FakeTelegram],
+) -> None:
+    server, db, _ = bot
+    update = message(user(next_id()), "/start")
+    answer = await server.post(update)
+    assert (answer.status_code, answer.json()) == (200, {"ok": True})
+    rows = await db.fetch("SELECT update_id, kind, payload FROM inbox_update")
+    assert rows[0]["update_id"] == update["update_id"] and rows[0]["kind"] == "message"
+    assert json.loads(rows[0]["payload"]) == update
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong", SECRET + "x", SECRET[:-1]])
+async def test_wrong_or_missing_secret_is_403_and_stores_nothing(
+    bot: tuple[BotServer, Db, FakeTelegram], secret: str | None
+) -> None:
+    server, db, _ = bot
+    answer = await server.post(message(user(next_id()), "/start"), secret=secret)
+    assert answer.status_code == 403
+    assert await stored(db) == 0
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "", "application/jsonx"]
+)
+async def test_non_json_content_type_is_415(
+    bot: tuple[BotServer, Db, FakeTelegram], content_type: str
+) -> None:
+    server, db, _ = bot
+    answer = await server.post(message(user(next_id()), "/start"), content_type=content_type)
+    assert answer.status_code == 415
+    assert await stored(db) == 0
+
+
+async def test_json_with_charset_is_accepted(bot: tuple[BotServer, Db, FakeTelegram]) -> None:
+    server, db, _ = bot
+    update = message(user(next_id()), "/start")
+    answer = await server.post(update, content_type="application/json; charset=utf-8")
+    assert answer.status_code == 200
+    assert await stored(db) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'"text"',
+        b"{}",
+        b'{"update_id": "12"}',
+        b'{"update_id": -1}',
+        b'{"update_id": 1.5}',
+        b'{"update_id": true}',
+        b'{"update_id": 5, "message": "not an object"}',
+        b'{"update_id": 5, "message": {"message_id": "x", "chat": 3}}',
+        b'{"update_id": 99999999999999999999999}',
+    ],
+)
+async def test_body_that_is_no_update_is_400_and_stores_nothing(
+    bot: tuple[BotServer, Db, FakeTelegram], body: bytes
+) -> None:
+    server, db, _ = bot
+    answer = await server.post(body)
+    assert answer.status_code == 400, answer.text
+    assert await stored(db) == 0
+
+
+async def test_body_over_one_mebibyte_is_413(bot: tuple[BotServer, Db, FakeTelegram]) -> None:
+    server, db, _ = bot
+    update = message(user(next_id()), "/request " + "x" * (1024 * 1024))
+    answer = await server.post(update)
+    assert answer.status_code == 413
+    assert await stored(db) == 0
+
+
+async def test_unsupported_update_kind_is_acknowledged_and_ignored(
+    bot: tuple[BotServer, Db, FakeTelegram],
+) -> None:
+    server, db, tg = bot
+    client = user(next_id())
+    edited = message(client, "/request edited")
+    edited["edited_message"] = edited.pop("message")
+    poll_answer = {
+        "update_id": next_id(),
+        "poll_answer": {"poll_id": "1", "option_ids": [0], "user": client},
+    }
+    channel_post = message(client, "/request from a channel")
+    channel_post["channel_post"] = channel_post.pop("message")
+    channel_post["channel_post"]["chat"] = {"id": -100123, "type": "channel", "title": "news"}
+    del channel_post["channel_post"]["from"]
+    for update in (edited, poll_answer, channel_post):
+        assert (await server.post(update)).status_code == 200
+    await db.settle()
+    assert await db.value("SELECT count(*) FROM inbox_update") == 0
+    assert await db.value("SELECT count(*) FROM client_request") == 0
+    assert tg.calls("sendMessage") == []
+
+
+async def test_health_reports_its_checks(bot: tuple[BotServer, Db, FakeTelegram]) -> None:
+    server, _, _ = bot
+    answer = httpx.get(f"{server.url}/health")
+    body = answer.json()
+    assert answer.status_code == 200 and body["status"] == "ok"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["inbox"] == {"backlog": 0, "oldest_age_seconds": 0.0}
+    assert body["checks"]["outbox"]["backlog"] == 0
+
+
+async def test_database_unavailable_gives_503_on_webhook_and_health(
+    fake_telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/sosekni"
+    server = BotServer(base_env(nowhere, fake_telegram.base_url), log_path=tmp_path / "serve.log")
+    server.start(wait_ready=False)
+    try:
+        for _ in range(100):
+            try:
+                health = httpx.get(f"{server.url}/health", timeout=5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert health.status_code == 503
+        assert health.json()["failing"] == ["database"]
+        answer = await server.post(message(user(next_id()), "/start"))
+        assert answer.status_code == 503
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+async def test_token_and_secret_never_reach_the_logs(
+    fake_telegram: FakeTelegram, tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    url = migrated_database("sqlite", None, tmp_path, fake_telegram.base_url)
+    admin = next_id()
+    env = base_env(url, fake_telegram.base_url, LOG_LEVEL="DEBUG", ADMIN_TELEGRAM_ID=str(admin))
+    server = BotServer(env, log_path=tmp_path / "serve.log").start()
+    try:
+        db = Db(url)
+        client = user(next_id())
+        assert (await server.post(message(client, "/request hello"))).status_code == 200
+        assert (await server.post(b"{broken", secret="wrong")).status_code == 403
+        await db.settle()
+        assert telegram.sent_texts(admin)
+    finally:
+        server.stop()
+    log = server.log()
+    assert "DEBUG" in log
+    assert TOKEN not in log and TOKEN.split(":")[1] not in log
+    assert SECRET not in log
