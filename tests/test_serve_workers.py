@@ -78,7 +78,8 @@ async def test_request_and_approval_end_to_end_with_two_workers(
     assert await db.value("SELECT status FROM client_request") == "approved"
     (edit,) = tg.calls("editMessageText")
     assert edit.params["message_id"] == message_id
-    health = httpx.get(f"{server.url}/health").json()
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(f"{server.url}/health")).json()
     assert health["status"] == "ok"
     assert health["checks"]["database"] == "ok"
 
@@ -128,7 +129,7 @@ async def test_fifty_simultaneous_decisions_give_one_decision_and_one_message(
 async def test_twenty_simultaneous_requests_of_one_client_leave_one_pending(
     running: tuple[BotServer, Db, FakeTelegram],
 ) -> None:
-    server, db, tg = running
+    server, db, _ = running
     await db.add_admin(next_id())
     client = user(next_id(), "Anna", "anna")
     await post_all(server, [message(client, f"/request try {n}") for n in range(20)])

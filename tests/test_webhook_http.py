@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -120,7 +120,8 @@ async def test_unsupported_update_kind_is_acknowledged_and_ignored(
 
 async def test_health_reports_its_checks(bot: tuple[BotServer, Db, FakeTelegram]) -> None:
     server, _, _ = bot
-    answer = httpx.get(f"{server.url}/health")
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{server.url}/health")
     body = answer.json()
     assert answer.status_code == 200 and body["status"] == "ok"
     assert body["checks"]["database"] == "ok"
@@ -135,12 +136,13 @@ async def test_database_unavailable_gives_503_on_webhook_and_health(
     server = BotServer(base_env(nowhere, fake_telegram.base_url), log_path=tmp_path / "serve.log")
     server.start(wait_ready=False)
     try:
-        for _ in range(100):
-            try:
-                health = httpx.get(f"{server.url}/health", timeout=5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        async with httpx.AsyncClient(timeout=5) as http:
+            for _ in range(100):
+                try:
+                    health = await http.get(f"{server.url}/health")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
         assert health.status_code == 503
         assert health.json()["failing"] == ["database"]
         answer = await server.post(message(user(next_id()), "/start"))

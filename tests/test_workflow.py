@@ -172,7 +172,8 @@ async def test_database_refuses_text_over_4096_characters(world: World) -> None:
         await world.db.fetch(
             "INSERT INTO client_request (client_telegram_id, client_first_name, client_language, "
             "text, status, submitted_at, created_at, updated_at) VALUES "
-            "(1, 'a', 'en', {}, 'pending', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            "(1, 'a', 'en', {}, 'pending', "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
             "y" * 4097,
         )
     assert await world.db.value("SELECT count(*) FROM client_request") == 0

@@ -239,8 +239,8 @@ class OutboxSender:
                 "parse_mode": "HTML",
             }
             await sql(
-                "INSERT INTO outbox_message (method, chat_id, payload, purpose, request_id, status, "
-                "attempts, next_attempt_at, created_at) "
+                "INSERT INTO outbox_message (method, chat_id, payload, purpose, request_id, "
+                "status, attempts, next_attempt_at, created_at) "
                 "VALUES ('editMessageText', {}, {}, 'edit', {}, 'pending', 0, {}, {})",
                 row["chat_id"],
                 json.dumps(payload, ensure_ascii=False),
