@@ -13,6 +13,7 @@ from sosekni.bot import build_application
 from sosekni.config import Settings
 from sosekni.db import bind, close_pool, engine_for, is_unavailable, open_pool
 from sosekni.delivery.inbox import InboxWorker
+from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
 from sosekni.services import admins
 
@@ -35,7 +36,10 @@ class Runtime:
         self.ready = asyncio.Event()
         self.inbox = InboxWorker(self.application, ready=self.ready)
         self.outbox = OutboxSender(
-            self.application.bot, settings.default_language, ready=self.ready
+            self.application.bot,
+            settings.default_language,
+            lease_for(settings.database_url),
+            ready=self.ready,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -85,6 +89,8 @@ class Runtime:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.outbox.close()
         if self.application._initialized:
             with contextlib.suppress(Exception):
                 await self.application.shutdown()

@@ -1,0 +1,54 @@
+"""Background work of a worker: the inbox, the outbox sender, reminders."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sosekni.db import is_unavailable
+from sosekni.services.work import Wakeup
+
+
+class BackgroundLoop:
+    """Runs `run_once` until stopped: again at once after work, else after a wakeup or a poll.
+
+    Errors never end the loop: a database outage is logged once per streak and retried
+    with backoff; the work that failed is still in the database and is picked up later.
+    """
+
+    name = "loop"
+    poll_interval_s = 0.5
+
+    def __init__(self, wakeup: Wakeup, ready: asyncio.Event | None = None) -> None:
+        self.wakeup = wakeup
+        self.ready = ready
+        self.stopping = asyncio.Event()
+        self.log = logging.getLogger(f"sosekni.{self.name}")
+
+    async def run_once(self) -> int:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        if self.ready is not None:
+            await self.ready.wait()
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                worked = await self.run_once()
+            except Exception as exc:
+                failures += 1
+                if not is_unavailable(exc):
+                    self.log.exception("%s: unexpected error; retrying", self.name)
+                elif failures == 1:
+                    self.log.warning("%s: database unavailable (%s); retrying", self.name, exc)
+                await asyncio.sleep(min(0.25 * 2**failures, 10))
+                continue
+            if failures:
+                self.log.info("%s: database reachable again", self.name)
+            failures = 0
+            if not worked:
+                await self.wakeup.wait(self.poll_interval_s)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()

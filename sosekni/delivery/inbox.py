@@ -21,7 +21,8 @@ from typing import Any
 from telegram import Update
 from telegram.ext import Application
 
-from sosekni.db import current_engine, is_postgres, is_unavailable, sql, utcnow
+from sosekni.db import current_engine, is_postgres, sql, utcnow
+from sosekni.delivery import BackgroundLoop
 from sosekni.logs import log_context
 from sosekni.services.work import Claim, ClaimLost, Wakeup, current_claim
 
@@ -178,40 +179,18 @@ async def process(application: Application, row: dict[str, Any]) -> None:
         log_context.reset(tokens[2])
 
 
-class InboxWorker:
+class InboxWorker(BackgroundLoop):
     """The per-process loop that claims and processes stored updates."""
 
+    name = "inbox"
+    poll_interval_s = POLL_INTERVAL_S
+
     def __init__(self, application: Application, ready: asyncio.Event | None = None) -> None:
+        super().__init__(inbox_ready, ready)
         self.application = application
-        self.ready = ready
-        self.stopping = asyncio.Event()
 
     async def run_once(self) -> int:
         rows = await claim()
         if rows:
             await asyncio.gather(*(process(self.application, row) for row in rows))
         return len(rows)
-
-    async def run(self) -> None:
-        if self.ready is not None:
-            await self.ready.wait()
-        failures = 0
-        while not self.stopping.is_set():
-            try:
-                if await self.run_once():
-                    failures = 0
-                    continue
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                if is_unavailable(exc):
-                    log.warning("inbox: database unavailable (%s); retrying", type(exc).__name__)
-                else:
-                    log.exception("inbox: unexpected error; retrying")
-                await asyncio.sleep(min(0.5 * 2**failures, 10))
-                continue
-            await inbox_ready.wait(POLL_INTERVAL_S)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        inbox_ready.set()

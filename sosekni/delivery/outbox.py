@@ -24,12 +24,13 @@ from telegram.warnings import PTBUserWarning
 from sosekni.db import (
     current_engine,
     is_postgres,
-    is_unavailable,
     row_times,
     sql,
     transaction,
     utcnow,
 )
+from sosekni.delivery import BackgroundLoop
+from sosekni.delivery.lease import SenderLease
 from sosekni.render import outcome_card
 from sosekni.services.work import outbox_ready
 from sosekni.tables import PENDING
@@ -46,6 +47,7 @@ MAX_BACKOFF_S = 300.0
 GLOBAL_RATE = 30.0  # messages per second, all chats together
 CHAT_RATE = 1.0  # messages per second in one chat
 CHAT_BURST = 3
+LEASE_RETRY_S = 2.0
 
 
 class RateLimiter:
@@ -129,23 +131,53 @@ def backoff(attempts: int) -> float:
     return min(MAX_BACKOFF_S, 2 ** max(attempts - 1, 0)) * (0.75 + random.random() / 2)
 
 
-class OutboxSender:
-    """The per-process loop that delivers queued messages."""
+class OutboxSender(BackgroundLoop):
+    """Delivers queued messages, in the one process that holds the sender lease."""
+
+    name = "outbox"
+    poll_interval_s = POLL_INTERVAL_S
 
     def __init__(
         self,
         bot: Bot,
         admin_language: str,
+        lease: SenderLease,
         limiter: RateLimiter | None = None,
         ready: asyncio.Event | None = None,
     ) -> None:
+        super().__init__(outbox_ready, ready)
         self.bot = bot
         self.admin_language = admin_language
+        self.lease = lease
         self.limiter = limiter or RateLimiter()
-        self.ready = ready
-        self.stopping = asyncio.Event()
+        self.leading = False
+        self._next_try = 0.0
+
+    async def _lead(self) -> bool:
+        """Hold the sender lease, or try to take it at most every LEASE_RETRY_S."""
+        if self.leading and await self.lease.still_held():
+            return True
+        if self.leading:
+            self.log.warning("outbox: lost the sender lease")
+            self.leading = False
+        if time.monotonic() < self._next_try:
+            return False
+        self._next_try = time.monotonic() + LEASE_RETRY_S
+        if not await self.lease.acquire():
+            return False
+        # The previous sender is gone: what it held is ours to send (only its in-flight
+        # call may have reached Telegram already).
+        taken = await sql(
+            "UPDATE outbox_message SET status = 'pending', claim_token = NULL "
+            "WHERE status = 'sending' RETURNING id"
+        )
+        self.log.info("outbox: this worker sends now (%d message(s) taken over)", len(taken))
+        self.leading = True
+        return True
 
     async def run_once(self) -> int:
+        if not await self._lead():
+            return 0
         rows = await claim()
         if rows:
             await asyncio.gather(*(self.deliver(row) for row in rows))
@@ -250,26 +282,5 @@ class OutboxSender:
             )
             outbox_ready.set()
 
-    async def run(self) -> None:
-        if self.ready is not None:
-            await self.ready.wait()
-        failures = 0
-        while not self.stopping.is_set():
-            try:
-                if await self.run_once():
-                    failures = 0
-                    continue
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                if is_unavailable(exc):
-                    log.warning("outbox: database unavailable (%s); retrying", type(exc).__name__)
-                else:
-                    log.exception("outbox: unexpected error; retrying")
-                await asyncio.sleep(min(0.5 * 2**failures, 10))
-                continue
-            await outbox_ready.wait(POLL_INTERVAL_S)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        outbox_ready.set()
+    async def close(self) -> None:
+        await self.lease.release()

@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from sosekni.db import sql, transaction, utcnow
+from sosekni.db import current_engine, is_postgres, sql, transaction, utcnow
 from sosekni.tables import OutboxMessage
 
 
@@ -119,6 +119,9 @@ async def unit_of_work() -> AsyncIterator[UnitOfWork]:
         yield work
         if work.messages:
             await OutboxMessage.insert(*work.messages).run()
+            if is_postgres(current_engine()):
+                # Wakes the sender, which may be another process; delivered on commit.
+                await sql("SELECT pg_notify('sosekni_outbox', '')")
         await finish_claim()
     claim = current_claim.get()
     if claim is not None:
