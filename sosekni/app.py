@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from sanic import Request, Sanic
-from sanic.response import HTTPResponse
+from sanic.response import HTTPResponse, text
 from sanic.response import json as json_response
 from telegram import Update
 
@@ -20,6 +20,8 @@ from sosekni.bot import ALLOWED_UPDATES
 from sosekni.config import Settings, load_settings
 from sosekni.db import as_utc, is_unavailable, sql, utcnow
 from sosekni.delivery import inbox
+from sosekni.metrics import metrics, shared_array
+from sosekni.metrics import use as use_metrics
 from sosekni.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,13 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.ctx.settings = settings
     app.ctx.secret = settings.require_webhook_secret().encode()
 
+    @app.main_process_start
+    async def share_metrics(app: Sanic) -> None:
+        app.shared_ctx.metrics = shared_array()
+
     @app.before_server_start
     async def open_runtime(app: Sanic) -> None:
+        use_metrics(getattr(app.shared_ctx, "metrics", None))
         app.ctx.runtime = Runtime(settings)
         await app.ctx.runtime.start()
 
@@ -58,10 +65,12 @@ def create_app(settings: Settings | None = None) -> Sanic:
 
     app.add_route(webhook, "/webhook/telegram", methods=["POST"])
     app.add_route(health, "/health", methods=["GET"])
+    app.add_route(prometheus, "/metrics", methods=["GET"])
     return app
 
 
 def _error(status: int, description: str) -> HTTPResponse:
+    metrics.inc("updates_refused")
     return json_response({"ok": False, "description": description}, status=status)
 
 
@@ -89,13 +98,14 @@ async def webhook(request: Request) -> HTTPResponse:
     except Exception:
         return _error(400, "not a Telegram Update")
     try:
-        await inbox.store(update_id, request.body.decode("utf-8"), kind, chat_id)
+        is_new = await inbox.store(update_id, request.body.decode("utf-8"), kind, chat_id)
     except Exception as exc:
         if is_unavailable(exc):
             log.warning("webhook: database unavailable, asking Telegram to retry")
         else:
             log.exception("webhook: could not store update %s", update_id)
         return _error(503, "storage unavailable, retry later")
+    metrics.inc("updates_received" if is_new else "updates_duplicate")
     return json_response({"ok": True})
 
 
@@ -120,6 +130,15 @@ async def health(request: Request) -> HTTPResponse:
     if failing:
         body["failing"] = failing
     return json_response(body, status=503 if failing else 200)
+
+
+async def prometheus(request: Request) -> HTTPResponse:
+    """Counters, gauges and the handler latency histogram in Prometheus text format."""
+    try:
+        body = await asyncio.wait_for(metrics.render(), HEALTH_TIMEOUT_S)
+    except Exception as exc:
+        return text(f"# database unavailable: {type(exc).__name__}\n", status=503)
+    return text(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 async def _backlog() -> dict[str, Any]:

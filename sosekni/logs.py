@@ -94,3 +94,8 @@ def configure(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (
         for old in list(sanic_logger.handlers):
             sanic_logger.removeHandler(old)
         sanic_logger.propagate = True
+
+
+def bind_log(**values: Any) -> None:
+    """Add ids (update_id, request_id) to every log line of the current task from now on."""
+    log_context.set({**(log_context.get() or {}), **values})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 from telegram.ext import Application
 
@@ -15,6 +16,7 @@ from sosekni.db import bind, close_pool, engine_for, is_unavailable, open_pool
 from sosekni.delivery.inbox import InboxWorker
 from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
+from sosekni.delivery.reminders import ReminderLoop
 from sosekni.services import admins
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,11 @@ class Runtime:
             lease_for(settings.database_url),
             ready=self.ready,
         )
+        self.reminders = ReminderLoop(
+            timedelta(hours=settings.pending_reminder_hours),
+            settings.default_language,
+            ready=self.ready,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -50,6 +57,7 @@ class Runtime:
             asyncio.create_task(self._bootstrap(), name="bootstrap"),
             asyncio.create_task(self.inbox.run(), name="inbox"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
+            asyncio.create_task(self.reminders.run(), name="reminders"),
         ]
 
     async def _bootstrap(self) -> None:
@@ -82,6 +90,7 @@ class Runtime:
         """Let the loops finish what they hold, then release the pool and the bot."""
         self.inbox.stop()
         self.outbox.stop()
+        self.reminders.stop()
         tasks = self._tasks
         if tasks:
             tasks[0].cancel()

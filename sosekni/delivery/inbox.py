@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from telegram.ext import Application
 from sosekni.db import current_engine, is_postgres, sql, utcnow
 from sosekni.delivery import BackgroundLoop
 from sosekni.logs import log_context
+from sosekni.metrics import metrics
 from sosekni.services.work import Claim, ClaimLost, Wakeup, current_claim
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,7 @@ async def process(application: Application, row: dict[str, Any]) -> None:
         current_outcome.set(outcome),
         log_context.set({"update_id": row["update_id"]}),
     )
+    started = time.perf_counter()
     try:
         update = Update.de_json(json.loads(row["payload"]), application.bot)
         await application.process_update(update)
@@ -167,6 +170,7 @@ async def process(application: Application, row: dict[str, Any]) -> None:
     finally:
         current_claim.reset(tokens[0])
         current_outcome.reset(tokens[1])
+        metrics.observe_latency(time.perf_counter() - started)
     try:
         if isinstance(outcome.error, ClaimLost):
             log.info("update %s was already processed by another worker", row["update_id"])

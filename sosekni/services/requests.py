@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from sosekni.db import row_times, sql, utcnow
+from sosekni.logs import bind_log
 from sosekni.render import admin_card, decision_keyboard, outcome_card, when
 from sosekni.services import admins
 from sosekni.services.work import UnitOfWork, unit_of_work
 from sosekni.tables import APPROVED, MAX_REQUEST_TEXT, PENDING, REJECTED
 from sosekni.texts import text
+
+log = logging.getLogger(__name__)
 
 _TIMES = ("submitted_at", "responded_at", "reminded_at", "created_at", "updated_at")
 PENDING_PAGE = 20
@@ -148,6 +153,8 @@ async def submit(
             )
             return Submitted.ALREADY_PENDING, pending[0]["id"] if pending else None
         request = _request(rows[0])
+        bind_log(request_id=request["id"])
+        log.info("request #%s stored for client %s", request["id"], client.telegram_id)
         work.message(
             chat_id,
             text(lang, "request_received", id=request["id"]),
@@ -259,7 +266,9 @@ async def _decide(
     if response not in (APPROVED, REJECTED):
         raise ValueError(f"response must be {APPROVED} or {REJECTED}, not {response!r}")
     lang = admin.language
+    bind_log(request_id=request_id)
     if not await admins.is_active(admin.telegram_id):
+        log.info("refused a decision by %s: not an active administrator", admin.telegram_id)
         _answer(work, answer, text(lang, "not_authorized"), alert=True)
         return Decided.NOT_AUTHORIZED
     reason = (reason or "").strip() or None
@@ -299,6 +308,7 @@ async def _decide(
         )
         return Decided.ALREADY_PROCESSED
     request = _request(rows[0])
+    log.info("request #%s %s by %s", request_id, response, admin.telegram_id)
     client_lang = request["client_language"] or admin_language
     if response == APPROVED:
         client_message = text(client_lang, "welcome", id=request_id)
@@ -401,3 +411,29 @@ async def audit(status: str | None = None, limit: int | None = None) -> list[dic
         query += " LIMIT {}"
         args.append(limit)
     return [_request(row) for row in await sql(query, *args)]
+
+
+async def remind_due(now: datetime, period: timedelta, admin_language: str) -> list[int]:
+    """Re-announce requests pending longer than `period`, at most once per period.
+
+    The UPDATE … RETURNING takes each due request exactly once, however many workers run
+    this at the same moment.
+    """
+    cutoff = now - period
+    async with unit_of_work() as work:
+        rows = await sql(
+            "UPDATE client_request SET reminded_at = {} WHERE status = {} AND submitted_at <= {} "
+            "AND (reminded_at IS NULL OR reminded_at <= {}) RETURNING *",
+            now,
+            PENDING,
+            cutoff,
+            cutoff,
+        )
+        if not rows:
+            return []
+        admin_ids = await admins.active_ids()
+        for row in sorted(rows, key=lambda r: r["id"]):
+            request = _request(row)
+            for admin_id in admin_ids:
+                _notify(work, admin_id, request, admin_language, reminder=True, purpose="remind")
+        return sorted(int(r["id"]) for r in rows)
