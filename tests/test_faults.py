@@ -1,0 +1,272 @@
+"""Nothing lost, nothing twice: crashes, Telegram outages and database outages.
+
+Every test runs the bot as a real process and breaks something real: it SIGKILLs the
+server, makes the fake Bot API fail or hang, or stops the PostgreSQL server under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.postgres import ThrowawayCluster, create_database
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import BotServer, Db, base_env, message, next_id, run_ops, user
+
+
+def kill_group(server: BotServer) -> None:
+    """SIGKILL the server and all its workers at once: a crash, no clean-up runs."""
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(10)
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str, telegram: FakeTelegram) -> str:
+    done = run_ops("migrate", env=base_env(postgres_url, telegram.base_url))
+    assert done.returncode == 0, done.stderr
+    return postgres_url
+
+
+def texts_by_chat(tg: FakeTelegram, chats: list[int]) -> dict[int, list[str]]:
+    return {chat: tg.sent_texts(chat) for chat in chats}
+
+
+# ----------------------------------------------------------------------------- crashes
+
+
+async def test_acknowledged_updates_survive_a_kill_before_processing(
+    postgres_db: str, telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    admin = next_id()
+    env = base_env(postgres_db, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
+    telegram.set_delay(30, method="getMe")  # the bot cannot get ready: updates wait in the inbox
+    server = BotServer(env, workers=2, log_path=tmp_path / "first.log").start(wait_ready=False)
+    db = Db(postgres_db)
+    clients = [user(next_id(), f"C{n}", None) for n in range(10)]
+    try:
+        for _ in range(100):
+            try:
+                answers = await asyncio.gather(
+                    *(server.post(message(c, f"/request from {c['first_name']}")) for c in clients)
+                )
+                break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.2)
+        assert [a.status_code for a in answers] == [200] * 10
+        assert await db.value("SELECT count(*) FROM inbox_update WHERE status = 'new'") == 10
+    finally:
+        kill_group(server)
+    assert await db.value("SELECT count(*) FROM client_request") == 0
+
+    telegram.recover()
+    again = BotServer(env, workers=2, log_path=tmp_path / "second.log").start()
+    try:
+        await db.settle()
+    finally:
+        again.stop()
+    assert await db.value("SELECT count(*) FROM inbox_update WHERE status = 'done'") == 10
+    assert await db.value("SELECT count(*) FROM client_request") == 10
+    for c in clients:
+        (confirmation,) = telegram.sent_texts(c["id"])
+        assert "has been received" in confirmation
+    assert len(telegram.sent_texts(admin)) == 10
+
+
+async def test_a_kill_in_the_middle_of_sending_resends_only_calls_in_flight(
+    postgres_db: str, telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    admin = next_id()
+    env = base_env(postgres_db, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
+    server = BotServer(env, log_path=tmp_path / "first.log").start()
+    db = Db(postgres_db)
+    clients = [user(next_id(), f"C{n}", None) for n in range(12)]
+    telegram.set_delay(5, method="sendMessage")  # calls hang: some are in flight at the kill
+    try:
+        for c in clients:
+            assert (await server.post(message(c, "/request hi"))).status_code == 200
+        for _ in range(100):
+            if await db.value("SELECT count(*) FROM outbox_message WHERE status = 'sending'"):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+    finally:
+        kill_group(server)
+    in_flight = {
+        r["id"] for r in await db.fetch("SELECT id FROM outbox_message WHERE status = 'sending'")
+    }
+    queued = {
+        r["id"] for r in await db.fetch("SELECT id FROM outbox_message WHERE status = 'pending'")
+    }
+    assert in_flight and queued
+    telegram.recover()
+    await asyncio.sleep(5.5)  # let the fake finish the calls the dead process left hanging
+
+    again = BotServer(env, log_path=tmp_path / "second.log").start()
+    try:
+        await db.settle(timeout=60)
+    finally:
+        again.stop()
+    rows = await db.fetch("SELECT id, chat_id, payload, status FROM outbox_message")
+    assert {r["status"] for r in rows} == {"sent"}
+
+    delivered = Counter(
+        (c.params["chat_id"], c.params["text"])
+        for c in telegram.calls("sendMessage")
+        if c.status == 200
+    )
+    for row in rows:
+        times = delivered[(row["chat_id"], json.loads(row["payload"])["text"])]
+        if row["id"] in in_flight:
+            assert 1 <= times <= 2, row
+        else:
+            assert times == 1, row  # queued or sent: never twice
+
+
+# ----------------------------------------------------------------------------- Telegram outages
+
+
+@pytest.fixture
+async def running(
+    postgres_db: str, telegram: FakeTelegram, tmp_path: Path
+) -> Iterator[tuple[BotServer, Db, FakeTelegram, int]]:
+    admin = next_id()
+    env = base_env(postgres_db, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
+    server = BotServer(env, log_path=tmp_path / "serve.log").start()
+    yield server, Db(postgres_db), telegram, admin
+    server.stop()
+
+
+async def test_server_errors_are_retried_with_growing_backoff_then_delivered_once(
+    running: tuple[BotServer, Db, FakeTelegram, int],
+) -> None:
+    server, db, tg, _admin = running
+    client = user(next_id())
+    tg.fail_next(4, status=500, method="sendMessage")
+    assert (await server.post(message(client, "/start"))).status_code == 200
+    await db.settle(timeout=60)
+    attempts = [c for c in tg.calls("sendMessage") if c.params["chat_id"] == client["id"]]
+    assert [c.status for c in attempts] == [500, 500, 500, 500, 200]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
+    # about 1, 2, 4, 8 seconds, each within the ±25 % jitter
+    for n, gap in enumerate(gaps):
+        assert 0.7 * 2**n <= gap <= 1.4 * 2**n + 0.5, gaps
+    assert len(tg.sent_texts(client["id"])) == 1
+
+
+async def test_retry_after_is_honoured(running: tuple[BotServer, Db, FakeTelegram, int]) -> None:
+    server, db, tg, _ = running
+    client = user(next_id())
+    tg.fail_next(1, status=429, retry_after=3, method="sendMessage")
+    assert (await server.post(message(client, "/start"))).status_code == 200
+    await db.settle(timeout=30)
+    first, second = tg.calls("sendMessage")
+    assert (first.status, second.status) == (429, 200)
+    assert second.at - first.at >= 3
+    assert len(tg.sent_texts(client["id"])) == 1
+
+
+async def test_a_hanging_api_delays_messages_and_loses_none(
+    running: tuple[BotServer, Db, FakeTelegram, int],
+) -> None:
+    server, db, tg, _admin = running
+    tg.set_delay(8, method="sendMessage")  # longer than the client's read timeout
+    clients = [user(next_id()) for _ in range(3)]
+    for c in clients:
+        assert (await server.post(message(c, "/request hi"))).status_code == 200
+    await asyncio.sleep(6)
+    errors = await db.fetch("SELECT last_error FROM outbox_message WHERE last_error IS NOT NULL")
+    assert any("TimedOut" in (r["last_error"] or "") for r in errors)
+    tg.recover()
+    await db.settle(timeout=90)
+    for c in clients:
+        assert 1 <= len(tg.sent_texts(c["id"])) <= 2  # a timed-out call may have landed too
+    assert await db.value("SELECT count(*) FROM outbox_message WHERE status <> 'sent'") == 0
+
+
+async def test_refused_messages_fail_with_reason_and_hold_nothing_up(
+    running: tuple[BotServer, Db, FakeTelegram, int],
+) -> None:
+    server, db, tg, admin = running
+    blocked, gone, fine = user(next_id()), user(next_id()), user(next_id())
+    tg.block_chat(blocked["id"])
+    tg.block_chat(gone["id"], status=400, description="Bad Request: chat not found")
+    for c in (blocked, gone, fine):
+        assert (await server.post(message(c, "/request hi"))).status_code == 200
+    await db.settle(timeout=30)
+    failed = {
+        r["chat_id"]: r["last_error"]
+        for r in await db.fetch(
+            "SELECT chat_id, last_error FROM outbox_message WHERE status = 'failed'"
+        )
+    }
+    assert failed == {
+        blocked["id"]: "Forbidden: Forbidden: bot was blocked by the user",
+        gone["id"]: "BadRequest: Chat not found",
+    }
+    for chat in (blocked["id"], gone["id"]):
+        assert len(tg.calls("sendMessage", chat_id=chat)) == 1  # not retried
+    assert tg.sent_texts(fine["id"])
+    assert len(tg.sent_texts(admin)) == 3  # every request still reached the administrator
+    # a later message to a blocked chat is tried again on its own
+    tg.unblock_chat(blocked["id"])
+    assert (await server.post(message(blocked, "/status"))).status_code == 200
+    await db.settle()
+    assert tg.sent_texts(blocked["id"])[-1].startswith("Your request #")
+
+
+# ----------------------------------------------------------------------------- database outage
+
+
+@pytest.fixture
+def cluster() -> Iterator[ThrowawayCluster]:
+    with ThrowawayCluster() as pg:
+        yield pg
+
+
+async def test_database_outage_gives_503_and_recovers_without_restart(
+    cluster: ThrowawayCluster, telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    url = create_database(cluster.dsn)
+    admin = next_id()
+    env = base_env(url, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
+    assert run_ops("migrate", env=env).returncode == 0
+    server = BotServer(env, workers=2, log_path=tmp_path / "serve.log").start()
+    db = Db(url)
+    try:
+        client = user(next_id())
+        assert (await server.post(message(client, "/request before"))).status_code == 200
+        await db.settle()
+
+        cluster.stop()
+        update = message(user(next_id()), "/request during the outage")
+        assert (await server.post(update)).status_code == 503
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"{server.url}/health")
+        assert health.status_code == 503 and health.json()["failing"] == ["database"]
+
+        cluster.start()
+        for _ in range(100):  # Telegram redelivers until it gets a 200
+            answer = await server.post(update)
+            if answer.status_code == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert answer.status_code == 200
+        await db.settle(timeout=60)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{server.url}/health")).status_code == 200
+        sender = update["message"]["from"]["id"]
+        assert telegram.sent_texts(sender)[0].startswith("Your request #")
+        assert len(telegram.sent_texts(admin)) == 2
+        assert server.process is not None and server.process.poll() is None
+    finally:
+        server.stop()
