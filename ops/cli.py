@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ops import admin, migrate, requests, serve
+from ops import admin, health, migrate, requests, serve, webhook
 
 app = typer.Typer(
     name="sosekni-ops",
@@ -15,9 +15,11 @@ app = typer.Typer(
 )
 app.command()(serve.serve)
 app.command()(serve.poll)
+app.command()(health.health)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(admin.app, name="admin")
 app.add_typer(requests.app, name="requests")
+app.add_typer(webhook.app, name="webhook")
 
 
 def main() -> None:

@@ -1,0 +1,132 @@
+"""`health [--url URL] [--json]`: the running app, the database and Telegram, in one table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Annotated
+
+import httpx
+import typer
+from rich.table import Table
+from telegram.error import TelegramError
+
+from ops.common import console, settings_or_fail, where
+from ops.telegram_api import bot_for, explain
+from sosekni import migrations
+from sosekni.config import Settings
+from sosekni.db import bind, close_pool, engine_for, sql
+
+ERROR_WINDOW_S = 3600
+TIMEOUT_S = 10.0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+async def check_app(url: str) -> Check:
+    target = url if url.rstrip("/").endswith("/health") else url.rstrip("/") + "/health"
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+            answer = await http.get(target)
+        body = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return Check("app", False, f"{target}: {type(exc).__name__}: {exc}")
+    if answer.status_code != 200:
+        return Check("app", False, f"{target}: {answer.status_code}, failing {body.get('failing')}")
+    checks = body.get("checks", {})
+    inbox = checks.get("inbox", {}).get("backlog")
+    outbox = checks.get("outbox", {}).get("backlog")
+    backlog = f"inbox {inbox}, outbox {outbox}"
+    return Check("app", True, f"{target}: ok ({backlog})")
+
+
+async def check_database(settings: Settings) -> Check:
+    engine = engine_for(settings.database_url)
+    bind(engine)
+    try:
+        await asyncio.wait_for(sql("SELECT 1 AS one"), TIMEOUT_S)
+        missing = [m.migration_id for m in await migrations.status() if not m.applied]
+    except Exception as exc:
+        return Check("database", False, f"{where(settings)}: {type(exc).__name__}: {exc}")
+    finally:
+        await close_pool(engine)
+    if missing:
+        return Check(
+            "database", False, f"{where(settings)}: {len(missing)} migration(s) not applied"
+        )
+    return Check("database", True, f"{where(settings)}: reachable, migrations applied")
+
+
+async def check_telegram(settings: Settings) -> list[Check]:
+    try:
+        async with bot_for(settings) as bot:
+            me = bot.bot
+            info = await bot.get_webhook_info()
+    except TelegramError as exc:
+        return [Check("telegram", False, explain(exc))]
+    checks = [Check("telegram", True, f"getMe: @{me.username} (id {me.id})")]
+    if settings.webhook_url and info.url != settings.webhook_url:
+        checks.append(
+            Check("webhook", False, f"registered URL {info.url or '(none)'} is not WEBHOOK_URL")
+        )
+    elif not settings.webhook_url:
+        checks.append(
+            Check("webhook", not info.url, f"WEBHOOK_URL unset; registered: {info.url or 'none'}")
+        )
+    else:
+        checks.append(Check("webhook", True, f"{info.url}"))
+    checks.append(Check("pending updates", True, str(info.pending_update_count)))
+    last = info.last_error_date
+    if last is not None and time.time() - last.timestamp() < ERROR_WINDOW_S:
+        checks.append(
+            Check(
+                "last delivery error",
+                False,
+                f"{last:%Y-%m-%d %H:%M:%S} UTC: {info.last_error_message}",
+            )
+        )
+    else:
+        checks.append(Check("last delivery error", True, "none in the last hour"))
+    return checks
+
+
+def health(
+    url: Annotated[
+        str, typer.Option(help="Base URL of the running app (its /health is checked).")
+    ] = "http://127.0.0.1:8080",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for monitoring systems.")
+    ] = False,
+) -> None:
+    """Check the running app's /health, the database, Telegram getMe and the webhook.
+
+    Exits 0 only when every check passes.
+
+    Examples: sosekni-ops health · sosekni-ops health --url http://127.0.0.1:8080 --json
+    """
+    settings = settings_or_fail(need_admins=False, need_token=True)
+
+    async def run_all() -> list[Check]:
+        app, database, telegram = await asyncio.gather(
+            check_app(url), check_database(settings), check_telegram(settings)
+        )
+        return [app, database, *telegram]
+
+    checks = asyncio.run(run_all())
+    healthy = all(c.ok for c in checks)
+    if as_json:
+        print(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}))
+    else:
+        table = Table("check", "result", "detail", title="sosekni health")
+        for c in checks:
+            table.add_row(c.name, "[green]ok[/]" if c.ok else "[bold red]FAIL[/]", c.detail)
+        console.print(table)
+    if not healthy:
+        raise typer.Exit(code=1)

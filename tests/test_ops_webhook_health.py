@@ -1,0 +1,197 @@
+"""`sosekni-ops webhook …` and `sosekni-ops health` against the fake Bot API and a live app."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import SECRET, TOKEN, BotServer, base_env, free_port, run_ops
+
+URL = "https://bot.example.org/webhook/telegram"
+
+
+@pytest.fixture
+def env(telegram: FakeTelegram, tmp_path: Path) -> dict[str, str]:
+    return base_env(f"sqlite:///{tmp_path / 'bot.db'}", telegram.base_url, WEBHOOK_URL=URL)
+
+
+def one_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_webhook_set_registers_url_secret_and_update_types(
+    env: dict[str, str], telegram: FakeTelegram
+) -> None:
+    done = run_ops("webhook", "set", "--drop-pending", env=env)
+    assert done.returncode == 0, done.stderr
+    (call,) = telegram.calls("setWebhook")
+    assert call.params["url"] == URL
+    assert call.params["secret_token"] == SECRET
+    assert call.params["allowed_updates"] == ["message", "callback_query"]
+    assert call.params["max_connections"] == 40
+    assert call.params["drop_pending_updates"] is True
+    assert URL in done.stdout
+    assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://bot.example.org/webhook/telegram", "https"),
+        ("https://bot.example.org:8080/webhook/telegram", "port 8080"),
+    ],
+)
+def test_webhook_set_refuses_urls_telegram_cannot_deliver_to(
+    env: dict[str, str], telegram: FakeTelegram, url: str, words: str
+) -> None:
+    done = run_ops("webhook", "set", env={**env, "WEBHOOK_URL": url})
+    assert done.returncode == 1
+    assert words in one_line(done.stderr)
+    assert telegram.calls("setWebhook") == []
+
+
+@pytest.mark.parametrize("port", [443, 80, 88, 8443])
+def test_webhook_set_accepts_telegrams_ports(
+    env: dict[str, str], telegram: FakeTelegram, port: int
+) -> None:
+    url = f"https://bot.example.org:{port}/webhook/telegram"
+    assert run_ops("webhook", "set", env={**env, "WEBHOOK_URL": url}).returncode == 0
+    assert telegram.webhook_url() == url
+
+
+def test_webhook_set_needs_the_secret(env: dict[str, str], telegram: FakeTelegram) -> None:
+    done = run_ops("webhook", "set", env={**env, "WEBHOOK_SECRET": ""})
+    assert done.returncode == 1
+    assert "WEBHOOK_SECRET" in one_line(done.stderr)
+
+
+def test_webhook_info_shows_url_pending_count_last_error_and_connections(
+    env: dict[str, str], telegram: FakeTelegram
+) -> None:
+    assert run_ops("webhook", "set", env=env).returncode == 0
+    telegram.push_update({"update_id": 1, "message": {"message_id": 1, "date": 1}})
+    telegram.set_webhook_error("Wrong response from the webhook: 503", date=1764090000)
+    done = run_ops("webhook", "info", env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert URL in out
+    assert "pending updates" in out and "│ 1 " in out
+    assert "2025-11-25 17:00:00 UTC" in out
+    assert "Wrong response from the webhook: 503" in out
+    assert "40" in out
+
+
+def test_webhook_delete(env: dict[str, str], telegram: FakeTelegram) -> None:
+    assert run_ops("webhook", "set", env=env).returncode == 0
+    done = run_ops("webhook", "delete", env=env)
+    assert done.returncode == 0
+    assert telegram.webhook_url() == ""
+
+
+def test_webhook_commands_say_so_when_the_token_is_rejected(env: dict[str, str]) -> None:
+    done = run_ops("webhook", "info", env={**env, "TELEGRAM_BOT_TOKEN": "999:WRONG-token"})
+    assert done.returncode == 1
+    assert "rejected TELEGRAM_BOT_TOKEN" in one_line(done.stderr)
+    assert "WRONG-token" not in done.stderr
+
+
+def test_webhook_commands_say_so_when_telegram_is_unreachable(env: dict[str, str]) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    done = run_ops("webhook", "info", env={**env, "TELEGRAM_API_BASE_URL": nowhere})
+    assert done.returncode == 1
+    assert "cannot reach the Telegram Bot API" in one_line(done.stderr)
+    assert TOKEN not in done.stderr
+
+
+# ----------------------------------------------------------------------------- health
+
+
+@pytest.fixture
+def live(env: dict[str, str], tmp_path: Path) -> BotServer:
+    server = BotServer(env, log_path=tmp_path / "serve.log").start()
+    yield server
+    server.stop()
+
+
+def health(env: dict[str, str], server: BotServer, *extra: str):
+    return run_ops("health", "--url", server.url, "--json", *extra, env=env)
+
+
+def test_health_passes_when_app_database_telegram_and_webhook_are_fine(
+    env: dict[str, str], telegram: FakeTelegram, live: BotServer
+) -> None:
+    assert run_ops("webhook", "set", env=env).returncode == 0
+    done = health(env, live)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True
+    names = [c["name"] for c in report["checks"]]
+    assert names == [
+        "app",
+        "database",
+        "telegram",
+        "webhook",
+        "pending updates",
+        "last delivery error",
+    ]
+    table = run_ops("health", "--url", live.url, env=env)
+    assert table.returncode == 0 and "sosekni health" in table.stdout
+
+
+def test_health_fails_on_a_webhook_url_other_than_webhook_url(
+    env: dict[str, str], telegram: FakeTelegram, live: BotServer
+) -> None:
+    other = {**env, "WEBHOOK_URL": "https://elsewhere.example.org/webhook/telegram"}
+    assert run_ops("webhook", "set", env=other).returncode == 0
+    done = health(env, live)
+    assert done.returncode == 1
+    failed = {c["name"] for c in json.loads(done.stdout)["checks"] if not c["ok"]}
+    assert failed == {"webhook"}
+
+
+def test_health_fails_on_a_delivery_error_within_the_hour(
+    env: dict[str, str], telegram: FakeTelegram, live: BotServer
+) -> None:
+    assert run_ops("webhook", "set", env=env).returncode == 0
+    telegram.set_webhook_error("Connection timed out", date=int(time.time()) - 60)
+    done = health(env, live)
+    assert done.returncode == 1
+    (failed,) = [c for c in json.loads(done.stdout)["checks"] if not c["ok"]]
+    assert failed["name"] == "last delivery error"
+    assert "Connection timed out" in failed["detail"]
+
+
+def test_health_fails_when_the_app_is_down(env: dict[str, str], telegram: FakeTelegram) -> None:
+    assert run_ops("webhook", "set", env=env).returncode == 0
+    assert run_ops("migrate", env=env).returncode == 0
+    done = run_ops("health", "--url", f"http://127.0.0.1:{free_port()}", "--json", env=env)
+    assert done.returncode == 1
+    failed = {c["name"] for c in json.loads(done.stdout)["checks"] if not c["ok"]}
+    assert failed == {"app"}
+
+
+def test_health_fails_when_the_database_is_unreachable(
+    env: dict[str, str], telegram: FakeTelegram, live: BotServer
+) -> None:
+    assert run_ops("webhook", "set", env=env).returncode == 0
+    broken = {**env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
+    done = health(broken, live)
+    assert done.returncode == 1
+    failed = {c["name"] for c in json.loads(done.stdout)["checks"] if not c["ok"]}
+    assert failed == {"database"}
+
+
+def test_health_fails_when_telegram_rejects_the_token(
+    env: dict[str, str], telegram: FakeTelegram, live: BotServer
+) -> None:
+    done = health({**env, "TELEGRAM_BOT_TOKEN": "999:WRONG-token"}, live)
+    assert done.returncode == 1
+    failed = [c for c in json.loads(done.stdout)["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["telegram"]
+    assert "WRONG-token" not in done.stdout
