@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ops import admin, health, migrate, requests, serve, webhook
+from ops import admin, backup, health, migrate, requests, serve, webhook
 
 app = typer.Typer(
     name="sosekni-ops",
@@ -20,6 +20,7 @@ app.add_typer(migrate.app, name="migrate")
 app.add_typer(admin.app, name="admin")
 app.add_typer(requests.app, name="requests")
 app.add_typer(webhook.app, name="webhook")
+app.add_typer(backup.app, name="backup")
 
 
 def main() -> None:
