@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -20,8 +22,14 @@ def migrate(
     down: Annotated[
         int | None, typer.Option("--down", help="Undo the newest N applied migrations.", min=1)
     ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Undo every migration applied after this migration id ('none': all)."
+        ),
+    ] = None,
 ) -> None:
-    """Apply every pending migration (or undo the newest N with --down N).
+    """Apply every pending migration (or undo the newest N with --down N, or back to --to ID).
 
     Examples: sosekni-ops migrate · sosekni-ops migrate --down 1 · sosekni-ops migrate status
     """
@@ -29,17 +37,22 @@ def migrate(
         return
     settings = settings_or_fail(need_admins=False)
 
+    if down is not None and to is not None:
+        fail("give --down N or --to ID, not both")
+
     async def work() -> list[str]:
         try:
             if down is not None:
                 return await migrations.backwards(down)
+            if to is not None:
+                return await migrations.backwards_to(None if to == "none" else to)
             return await migrations.forwards()
         except MigrationError as exc:
             fail(str(exc), settings)
 
     with console.status("migrating…"):
         changed = with_database(settings, work)
-    verb = "undid" if down is not None else "applied"
+    verb = "undid" if down is not None or to is not None else "applied"
     if not changed:
         console.print(f"nothing to do: {where(settings)} is up to date")
     for migration_id in changed:
@@ -47,13 +60,18 @@ def migrate(
 
 
 @app.command("status")
-def status() -> None:
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """List every migration and whether it has been applied.
 
-    Example: sosekni-ops migrate status
+    Examples: sosekni-ops migrate status · sosekni-ops migrate status --json
     """
     settings = settings_or_fail(need_admins=False)
     found = with_database(settings, migrations.status)
+    if as_json:
+        print(json.dumps([asdict(state) for state in found]))
+        return
     table = Table("migration", "description", "applied", title=f"migrations on {where(settings)}")
     for state in found:
         table.add_row(

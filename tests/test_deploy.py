@@ -1,0 +1,296 @@
+"""`sosekni-ops deploy / rollback / releases` for real: a git repository, uv, a live server.
+
+The repository is made by the test from the project's own HEAD: v1 is HEAD, v2 adds a
+migration, v3 adds a migration that fails, v4 adds a migration and never becomes healthy.
+RESTART_COMMAND is a script that stops the running server and starts `current`'s.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops.deploy import KEEP_RELEASES, METADATA, Deployer, Layout, Release
+from sosekni.config import load_settings
+from tests.fakes.postgres import create_database, drop_database
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import ROOT, Db, base_env, free_port, run_ops
+
+MIGRATION = """from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from piccolo.engine import engine_finder
+
+ID = "{id}"
+VERSION = "1.38.0"
+DESCRIPTION = "{description}"
+
+
+async def forwards():
+    manager = MigrationManager(migration_id=ID, app_name="sosekni", description=DESCRIPTION)
+
+    async def up():
+        await engine_finder().run_ddl("{up}")
+
+    async def down():
+        await engine_finder().run_ddl("{down}")
+
+    manager.add_raw(up)
+    manager.add_raw_backwards(down)
+    return manager
+"""
+
+RESTART = """#!/bin/sh
+# Stop the server this script started last, then start the current release's.
+run="{run}"
+if [ -f "$run/pid" ]; then
+  old=$(cat "$run/pid")
+  kill "$old" 2>/dev/null
+  n=0
+  while kill -0 "$old" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+fi
+setsid .venv/bin/sosekni-ops serve --port {port} >> "$run/serve.log" 2>&1 < /dev/null &
+echo $! > "$run/pid"
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def add_migration(tree: Path, stamp: str, description: str, up: str, down: str) -> None:
+    name = f"sosekni_{stamp.replace('-', '_').replace(':', '_').lower()}.py"
+    path = tree / "sosekni" / "piccolo_migrations" / name
+    path.write_text(MIGRATION.format(id=stamp, description=description, up=up, down=down))
+
+
+def commit_tag(tree: Path, tag: str) -> None:
+    git(tree, "add", "-A")
+    git(tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", tag)
+    git(tree, "tag", tag)
+
+
+V2 = "2099-01-02T00:00:00:000000"
+V3A, V3B = "2099-01-03T00:00:00:000000", "2099-01-03T00:00:01:000000"
+V4 = "2099-01-04T00:00:00:000000"
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bare repository holding v1 (HEAD) … v4."""
+    base = tmp_path_factory.mktemp("repo")
+    bare = base / "sosekni.git"
+    work = base / "work"
+    git(base, "clone", "-q", str(ROOT), str(work))
+    git(work, "tag", "v1")
+    add_migration(
+        work, V2, "v2 probe", "CREATE TABLE deploy_probe (id integer)", "DROP TABLE deploy_probe"
+    )
+    commit_tag(work, "v2")
+    add_migration(work, V3A, "v3 ok", "CREATE TABLE probe3 (id integer)", "DROP TABLE probe3")
+    add_migration(work, V3B, "v3 broken", "SELECT * FROM no_such_table", "SELECT 1")
+    commit_tag(work, "v3")
+    git(work, "checkout", "-q", "v2")
+    add_migration(work, V4, "v4 probe", "CREATE TABLE probe4 (id integer)", "DROP TABLE probe4")
+    with (work / "sosekni" / "app.py").open("a") as app:
+        app.write(
+            "\n\nasync def health(request: Request) -> HTTPResponse:  # v4 never gets healthy\n"
+            '    return json_response({"status": "fail"}, status=503)\n'
+        )
+    commit_tag(work, "v4")
+    git(base, "clone", "-q", "--bare", str(work), str(bare))
+    return bare
+
+
+@dataclass
+class Site:
+    root: Path
+    run: Path
+    env: dict[str, str]
+    port: int
+    db: Db
+
+    @property
+    def health(self) -> str:
+        return f"http://127.0.0.1:{self.port}/health"
+
+    def deploy(self, *args: str, timeout: str = "60"):
+        return run_ops(
+            *args, "--health-url", self.health, "--health-timeout", timeout,
+            env=self.env, timeout=600,
+        )  # fmt: skip
+
+    def current(self) -> str:
+        return Path(os.readlink(self.root / "current")).name
+
+    def release(self, name: str) -> dict:
+        return json.loads((self.root / "releases" / name / METADATA).read_text())
+
+    def server_pid(self) -> int:
+        return int((self.run / "pid").read_text())
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.health, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def migrations(self) -> list[str]:
+        rows = await self.db.fetch("SELECT name FROM migration ORDER BY name")
+        return [r["name"] for r in rows]
+
+    async def tables(self) -> set[str]:
+        rows = await self.db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r["tablename"] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def site(
+    repository: Path,
+    postgres_admin_dsn: str,
+    fake_telegram: FakeTelegram,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Site]:
+    base = tmp_path_factory.mktemp("site")
+    root, run = base / "opt-sosekni", base / "run"
+    run.mkdir()
+    port = free_port()
+    url = create_database(postgres_admin_dsn)
+    (run / "restart.sh").write_text(RESTART.format(run=run, port=port))
+    env = base_env(
+        url,
+        fake_telegram.base_url,
+        DEPLOY_ROOT=str(root),
+        REPO_URL=str(repository),
+        RESTART_COMMAND=f"sh {run / 'restart.sh'}",
+        BACKUP_DIR=str(base / "backups"),
+    )
+    (root / "shared").mkdir(parents=True)
+    (root / "shared" / ".env").write_text(f"DATABASE_URL={url}\n")
+    (root / "shared" / ".env").chmod(0o600)
+    yield Site(root, run, env, port, Db(url))
+    if (run / "pid").exists():
+        try:
+            os.kill(int((run / "pid").read_text()), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    drop_database(postgres_admin_dsn, url)
+
+
+V1_HEAD = "2026-11-25T19:20:00:000000"
+
+
+async def test_a_day_of_deploys_failures_and_a_rollback(site: Site) -> None:
+    # first deploy: v1
+    done = site.deploy("deploy", "v1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    v1 = site.current()
+    assert site.release(v1)["status"] == "deployed"
+    assert site.healthy()
+    assert (site.root / "releases" / v1 / ".env").resolve() == (site.root / "shared" / ".env")
+    assert (site.root / "releases" / v1 / ".venv" / "bin" / "sosekni-ops").exists()
+    assert Path(site.release(v1)["backup"]).exists()
+    v1_migrations = await site.migrations()
+    assert v1_migrations[-1] == V1_HEAD
+
+    # routine deploy: v2 adds a migration
+    done = site.deploy("deploy", "v2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    v2 = site.current()
+    assert v2 != v1 and site.healthy()
+    assert await site.migrations() == [*v1_migrations, V2]
+    assert "deploy_probe" in await site.tables()
+    serving = site.server_pid()
+
+    # v3's migration fails: nothing switched, the database back at v2, v2 untouched
+    done = site.deploy("deploy", "v3")
+    assert done.returncode == 1
+    assert "migrate failed" in done.stderr and "nothing was switched" in done.stderr
+    assert site.current() == v2 and site.server_pid() == serving and site.healthy()
+    assert await site.migrations() == [*v1_migrations, V2]
+    assert "probe3" not in await site.tables()
+
+    # v4 never becomes healthy: rolled back by itself to v2, its migration undone
+    done = site.deploy("deploy", "v4", timeout="10")
+    assert done.returncode == 1
+    assert "not healthy" in done.stderr and f"rolled back to {v2}" in done.stderr
+    assert site.current() == v2 and site.healthy()
+    assert await site.migrations() == [*v1_migrations, V2]
+    assert "probe4" not in await site.tables()
+    v4 = max(n for n in os.listdir(site.root / "releases"))
+    assert site.release(v4)["status"] == "rolled back"
+
+    # the operator rolls back to v1: migrations down to v1's head
+    done = site.deploy("rollback")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert site.current() == v1 and site.healthy()
+    assert await site.migrations() == v1_migrations
+    assert "deploy_probe" not in await site.tables()
+
+    listing = run_ops("releases", env=site.env)
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    (marked,) = [line for line in lines if "current" in line and v1[:10] in line]
+    assert "deployed" in marked or "serving again" in marked
+
+
+def test_two_deploys_at_once_are_refused(site: Site) -> None:
+    site.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(site.root / ".deploy.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done = site.deploy("deploy", "v2")
+    finally:
+        os.close(fd)
+    assert done.returncode == 1
+    assert "another deploy or rollback is running" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_rollback_with_nothing_to_return_to_is_refused(tmp_path: Path) -> None:
+    env = base_env("sqlite:///x.db", "http://127.0.0.1:9", DEPLOY_ROOT=str(tmp_path / "empty"))
+    done = run_ops("rollback", env=env)
+    assert done.returncode == 1
+    assert "nothing is deployed" in done.stderr
+
+
+def test_deploy_without_repo_url_or_shared_env_says_what_is_missing(tmp_path: Path) -> None:
+    env = base_env("sqlite:///x.db", "http://127.0.0.1:9", DEPLOY_ROOT=str(tmp_path / "r"))
+    done = run_ops("deploy", env=env)
+    assert done.returncode == 1 and "shared/.env is missing" in done.stderr
+    (tmp_path / "r" / "shared").mkdir(parents=True)
+    (tmp_path / "r" / "shared" / ".env").write_text("")
+    done = run_ops("deploy", env=env)
+    assert done.returncode == 1 and "REPO_URL is not set" in done.stderr
+
+
+def test_deploy_of_an_unknown_ref_fails_cleanly(site: Site) -> None:
+    before = sorted(os.listdir(site.root / "releases")) if (site.root / "releases").exists() else []
+    done = site.deploy("deploy", "no-such-branch")
+    assert done.returncode == 1
+    assert "resolving 'no-such-branch' failed" in done.stderr
+    after = sorted(os.listdir(site.root / "releases")) if (site.root / "releases").exists() else []
+    assert after == before
+
+
+def test_only_the_last_releases_are_kept_and_never_the_current_one(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    names = [f"2026010{n}T000000Z-abcdef{n}" for n in range(1, 9)]
+    for name in names:
+        (layout.releases / name).mkdir(parents=True)
+        layout.save(Release(name=name, status="deployed"))
+    layout.switch(names[0])  # after a rollback the current one can be the oldest
+    settings = load_settings(
+        {"DEPLOY_ROOT": str(tmp_path), "DATABASE_URL": "sqlite:///x.db"}, need_admins=False
+    )
+    Deployer(settings, "http://127.0.0.1:9/health", 1).prune()
+    assert layout.names() == [names[0], *names[-KEEP_RELEASES:]]
