@@ -11,7 +11,12 @@ from ops.common import console, fail, settings_or_fail, with_database
 from sosekni.render import when
 from sosekni.services import admins
 
-app = typer.Typer(help="Administrators who decide on requests.", no_args_is_help=True)
+app = typer.Typer(
+    help="Administrators who decide on requests.\n\n"
+    "Examples: sosekni-ops admin add 123456789 --name Olga"
+    " · sosekni-ops admin list",
+    no_args_is_help=True,
+)
 
 TelegramId = Annotated[int, typer.Argument(help="The administrator's Telegram user id.")]
 

@@ -30,7 +30,13 @@ from rich.table import Table
 from ops.common import console, fail, settings_or_fail
 from sosekni.config import Settings
 
-app = typer.Typer(help="Back up and restore the database.", no_args_is_help=True)
+app = typer.Typer(
+    help="Back up and restore the database.\n\n"
+    "Examples: sosekni-ops backup create"
+    " · sosekni-ops backup verify BACKUP_FILE"
+    " · sosekni-ops backup prune --keep-days 30",
+    no_args_is_help=True,
+)
 
 NAME_RE = re.compile(
     r"^sosekni-(?P<db>[A-Za-z0-9_.-]+)-(?P<at>\d{8}T\d{6}Z)\.(?P<ext>dump|sqlite3)$"
@@ -158,7 +164,9 @@ def pg_binary(name: str, major: int) -> str:
 def _run_with_progress(command: list[str], env: dict[str, str], what: str, total: int) -> None:
     """Run a pg tool with --verbose, advancing a bar per table it reports."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as progress:
         task = progress.add_task(what, total=max(total, 1))
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -210,13 +218,13 @@ def restore_postgres(target: PgTarget, path: Path) -> None:
 
 def _sqlite_copy(source: Path, target: Path, what: str) -> None:
     """Copy a live SQLite database page by page (readers and writers may go on)."""
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(what, total=1)
 
         def step(_status: int, remaining: int, total: int) -> None:
             progress.update(task, total=total, completed=total - remaining)
 
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+        src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         dst = sqlite3.connect(target, timeout=30)
         try:
             src.backup(dst, pages=256, progress=step)
@@ -244,13 +252,16 @@ def create_backup(settings: Settings, directory: Path | None = None) -> Backup:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = datetime.now(UTC)
     ext = "sqlite3" if settings.is_sqlite else "dump"
-    final = directory / f"sosekni-{database_name(settings)}-{now:{STAMP}}.{ext}"
-    while final.exists():  # two backups in one second: the next second's name
-        now += timedelta(seconds=1)
+    while True:  # two backups in one second: the next free second's name
         final = directory / f"sosekni-{database_name(settings)}-{now:{STAMP}}.{ext}"
-    partial = final.with_name(final.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
+        partial = final.with_name(final.name + ".partial")
+        if not final.exists():
+            try:  # O_EXCL: a backup still being written keeps its .partial to itself
+                os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                break
+            except FileExistsError:
+                pass
+        now += timedelta(seconds=1)
     try:
         if settings.is_sqlite:
             source = sqlite_path(settings)
@@ -261,7 +272,14 @@ def create_backup(settings: Settings, directory: Path | None = None) -> Backup:
             dump_postgres(PgTarget(settings.database_url), partial)
         os.chmod(partial, 0o600)
         digest = sha256_of(partial)
-        os.replace(partial, final)
+        while True:  # link, not rename: never replace a backup that finished meanwhile
+            try:
+                os.link(partial, final)
+                break
+            except FileExistsError:
+                now += timedelta(seconds=1)
+                final = directory / f"sosekni-{database_name(settings)}-{now:{STAMP}}.{ext}"
+        partial.unlink()
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -312,7 +330,13 @@ def verify_backup(settings: Settings, path: Path) -> str:
     scratch = live.with_database(scratch_name)
     try:
         restore_postgres(scratch, backup.path)
-        count = asyncio.run(_pg(scratch.url, "SELECT count(*) FROM client_request"))
+        try:
+            count = asyncio.run(_pg(scratch.url, "SELECT count(*) FROM client_request"))
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BackupError(
+                f"{backup.path.name} restored, but holds no bot tables ({first})"
+            ) from None
     finally:
         with contextlib.suppress(Exception):
             asyncio.run(_pg(live.url, f'DROP DATABASE IF EXISTS "{scratch_name}" WITH (FORCE)'))
@@ -372,6 +396,10 @@ def _guard(action):
         fail(str(exc))
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".strip(": "))
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # one line, never a traceback
+        fail(f"{type(exc).__name__}: {exc}")
 
 
 FileArg = Annotated[Path, typer.Argument(help="A backup file from `sosekni-ops backup list`.")]

@@ -8,7 +8,9 @@ from ops import admin, backup, deploy, health, migrate, requests, serve, webhook
 
 app = typer.Typer(
     name="sosekni-ops",
-    help="Run and operate the SOSenki request-approval bot.",
+    help="Run and operate the SOSenki request-approval bot.\n\n"
+    "Examples: sosekni-ops serve --workers 2 · sosekni-ops health"
+    " · sosekni-ops deploy v1.4.0",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,

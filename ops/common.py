@@ -16,12 +16,13 @@ from sosekni.db import bind, close_pool, engine_for, is_unavailable
 from sosekni.logs import Redactor
 
 console = Console()
-error_console = Console(stderr=True)
+error_console = Console(stderr=True, soft_wrap=True)  # one line, however long
 T = TypeVar("T")
 
 
 def fail(message: str, settings: Settings | None = None) -> NoReturn:
     """Print one red line (secrets redacted) and exit 1."""
+    message = message.strip().splitlines()[0] if message.strip() else "failed"
     if settings is not None:
         message = Redactor(settings.secrets)(message)
     error_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
@@ -62,6 +63,8 @@ def with_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
         finally:
             await close_pool(engine)
 
+    if settings.is_sqlite:
+        _open_sqlite_or_fail(settings)
     try:
         return asyncio.run(main())
     except typer.Exit:
@@ -74,3 +77,11 @@ def with_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
         if "does not exist" in str(exc) and "relation" in str(exc):
             fail(f"the database at {where(settings)} is not migrated: run `sosekni-ops migrate`")
         fail(f"{type(exc).__name__}: {exc}", settings)
+
+
+def _open_sqlite_or_fail(settings: Settings) -> None:
+    """Check the SQLite file opens before aiosqlite's thread tries (its failure is noisy)."""
+    try:
+        sqlite3.connect(settings.database_url[len("sqlite:///") :]).close()
+    except sqlite3.Error as exc:
+        fail(f"cannot reach the database at {where(settings)}: {exc}", settings)

@@ -13,7 +13,13 @@ from ops.common import console, fail, settings_or_fail, where, with_database
 from sosekni import migrations
 from sosekni.migrations import MigrationError
 
-app = typer.Typer(help="Piccolo migrations: apply, undo, list.", no_args_is_help=False)
+app = typer.Typer(
+    help="Piccolo migrations: apply, undo, list.\n\n"
+    "Examples: sosekni-ops migrate"
+    " · sosekni-ops migrate --down 1"
+    " · sosekni-ops migrate status",
+    no_args_is_help=False,
+)
 
 
 @app.callback(invoke_without_command=True)

@@ -16,7 +16,12 @@ from ops.common import console, fail, settings_or_fail, with_database
 from sosekni.render import when
 from sosekni.services import requests
 
-app = typer.Typer(help="Client requests and their decisions.", no_args_is_help=True)
+app = typer.Typer(
+    help="Client requests and their decisions.\n\n"
+    "Examples: sosekni-ops requests list --status pending"
+    " · sosekni-ops requests export requests.csv",
+    no_args_is_help=True,
+)
 
 COLUMNS = (
     "id", "status", "client_telegram_id", "client_username", "client_first_name",
@@ -75,7 +80,7 @@ def export(
         fail(f"{file.parent}: no such directory")
     rows = with_database(settings, lambda: requests.audit(status.value if status else None))
     partial = file.with_name(file.name + ".partial")
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("exporting", total=len(rows))
         with partial.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)

@@ -141,8 +141,12 @@ async def _poll(settings, timeout: int) -> None:
                 await asyncio.sleep(2)
                 continue
             for data in updates:
-                update = Update.de_json(data, None)
-                kind, chat_id = inbox.describe(update)
+                offset = data["update_id"] + 1
+                try:
+                    kind, chat_id = inbox.describe(Update.de_json(data, None))
+                except Exception as exc:
+                    log.warning("skipping update %s: %s", data["update_id"], exc)
+                    continue
                 while True:
                     try:
                         await inbox.store(data["update_id"], json.dumps(data), kind, chat_id)
@@ -150,6 +154,5 @@ async def _poll(settings, timeout: int) -> None:
                     except Exception as exc:  # keep the update until the database is back
                         log.warning("cannot store update (%s); retrying", type(exc).__name__)
                         await asyncio.sleep(2)
-                offset = data["update_id"] + 1
     finally:
         await runtime.stop()

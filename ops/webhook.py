@@ -15,7 +15,9 @@ from sosekni.bot import ALLOWED_UPDATES
 from sosekni.config import Settings
 
 app = typer.Typer(
-    help="Register the webhook with Telegram, inspect it, remove it.", no_args_is_help=True
+    help="Register the webhook with Telegram, inspect it, remove it.\n\n"
+    "Examples: sosekni-ops webhook set · sosekni-ops webhook info",
+    no_args_is_help=True,
 )
 
 TELEGRAM_PORTS = (443, 80, 88, 8443)

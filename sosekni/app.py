@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 from datetime import timedelta
@@ -76,17 +75,16 @@ def _error(status: int, description: str) -> HTTPResponse:
 
 async def webhook(request: Request) -> HTTPResponse:
     """Check, parse and store one update; answer 200 only once it is stored."""
-    given = (request.headers.get(SECRET_HEADER) or "").encode()
-    if not hmac.compare_digest(given, request.app.ctx.secret):
+    if not _secret_matches(request.headers.get(SECRET_HEADER), request.app.ctx.secret):
         return _error(403, "wrong or missing secret token")
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         return _error(415, "content type must be application/json")
     try:
-        data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "body is not valid JSON")
-    update_id = data.get("update_id") if isinstance(data, dict) else None
+        payload, data = inbox.parse(request.body)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    update_id = data.get("update_id")
     if type(update_id) is not int or not 0 <= update_id < 2**63:
         return _error(400, "not a Telegram Update: update_id must be a non-negative integer")
     if not HANDLED_KINDS.intersection(data):
@@ -98,7 +96,7 @@ async def webhook(request: Request) -> HTTPResponse:
     except Exception:
         return _error(400, "not a Telegram Update")
     try:
-        is_new = await inbox.store(update_id, request.body.decode("utf-8"), kind, chat_id)
+        is_new = await inbox.store(update_id, payload, kind, chat_id)
     except Exception as exc:
         if is_unavailable(exc):
             log.warning("webhook: database unavailable, asking Telegram to retry")
@@ -107,6 +105,15 @@ async def webhook(request: Request) -> HTTPResponse:
         return _error(503, "storage unavailable, retry later")
     metrics.inc("updates_received" if is_new else "updates_duplicate")
     return json_response({"ok": True})
+
+
+def _secret_matches(given: str | None, secret: bytes) -> bool:
+    """Constant-time check of the secret header, whatever bytes it holds."""
+    try:
+        value = (given or "").encode("utf-8")
+    except UnicodeEncodeError:  # undecodable header bytes: certainly not our secret
+        return False
+    return hmac.compare_digest(value, secret)
 
 
 async def health(request: Request) -> HTTPResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -95,7 +95,7 @@ class Settings:
 
     telegram_bot_token: Secret | None = field(default=None, repr=False)
     admin_telegram_ids: tuple[int, ...] = ()
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # shown masked
     webhook_url: str | None = None
     webhook_secret: Secret | None = field(default=None, repr=False)
     telegram_api_base_url: str = "https://api.telegram.org"
@@ -107,6 +107,12 @@ class Settings:
     deploy_root: Path = Path("/opt/sosekni")
     repo_url: str | None = None
     restart_command: str = "systemctl restart sosekni"
+
+    def __repr__(self) -> str:
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
+        password = urlparse(self.database_url).password
+        url = self.database_url.replace(f":{password}@", ":***@") if password else self.database_url
+        return f"Settings(database_url={url!r}, {', '.join(shown)})"
 
     @property
     def is_sqlite(self) -> bool:

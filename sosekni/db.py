@@ -26,7 +26,19 @@ def engine_for(database_url: str) -> Engine:
         path = database_url[len("sqlite:///") :]
         return SQLiteEngine(path=path, timeout=SQLITE_BUSY_TIMEOUT_S)
     dsn = database_url.replace("postgres://", "postgresql://", 1)
-    return PostgresEngine(config={"dsn": dsn})
+    return _PostgresEngine(config={"dsn": dsn})
+
+
+class _PostgresEngine(PostgresEngine):
+    """Piccolo's engine without its connection at construction.
+
+    Piccolo's constructor connects once, synchronously, to read the server version, and
+    prints a warning when it cannot: it would block the event loop and print to a
+    command's output. The pool opens later, where failures are handled.
+    """
+
+    async def check_version(self) -> None:
+        return None
 
 
 def bind(engine: Engine) -> None:

@@ -355,7 +355,7 @@ async def test_text_reply_that_is_no_decision_gets_a_hint(world: World) -> None:
     olga = world.admins[0]
     await world.send(message(olga, "maybe later?", reply_to=await world.copy(olga, request_id)))
     assert world.last_text(olga["id"]) == (
-        "Reply to a request with Approve, Reject, or Reject: <reason>."
+        "Reply to a request with Approve, Reject, or Reject: &lt;reason&gt;."
     )
     assert (await world.request_row(request_id))["status"] == "pending"
 

@@ -29,8 +29,8 @@ class BackgroundLoop:
         raise NotImplementedError
 
     async def run(self) -> None:
-        if self.ready is not None:
-            await self.ready.wait()
+        if self.ready is not None and not await self._until_ready():
+            return
         failures = 0
         while not self.stopping.is_set():
             try:
@@ -48,6 +48,18 @@ class BackgroundLoop:
             failures = 0
             if not worked:
                 await self.wakeup.wait(self.poll_interval_s)
+
+    async def _until_ready(self) -> bool:
+        """Wait for start-up to finish; False when stopped before it did."""
+        assert self.ready is not None
+        ready = asyncio.ensure_future(self.ready.wait())
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            stopping.cancel()
+        return not self.stopping.is_set()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from contextvars import ContextVar
@@ -48,12 +49,61 @@ class Outcome:
 current_outcome: ContextVar[Outcome | None] = ContextVar("current_outcome", default=None)
 
 
+_INT64 = range(-(2**63), 2**63)
+# JSON escapes that decode to characters no database stores: NUL and UTF-16 surrogates
+# (a valid pair decodes to one character; what is left after decoding is a lone half).
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89abcdefABCDEF])")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def parse(body: bytes | str) -> tuple[str, dict[str, Any]]:
+    """A webhook body as the text to store and the JSON object it holds.
+
+    The body must be UTF-8 (a leading byte order mark is dropped) holding a JSON object.
+    NUL characters and lone surrogates, which JSON allows as escapes but no database
+    stores, become U+FFFD in the object. Raises ValueError saying what is wrong.
+    """
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("body is not UTF-8") from None
+    body = body.removeprefix("\ufeff")
+    try:
+        data = json.loads(body)
+        if _SUSPECT_ESCAPE.search(body):
+            data = _storable(data)
+    except RecursionError:
+        raise ValueError("body is nested too deeply") from None
+    except ValueError:
+        raise ValueError("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a Telegram Update: the body must be a JSON object")
+    return body, data
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    return value
+
+
 def describe(update: Update) -> tuple[str, int | None]:
-    """The update's kind (`message`, `callback_query`, …) and the chat it belongs to."""
+    """The update's kind (`message`, `callback_query`, …) and the chat it belongs to.
+
+    Raises ValueError when the chat or sender id is not a 64-bit integer.
+    """
     data = update.to_dict()
     kind = next((key for key in data if key != "update_id"), "empty")
     chat = update.effective_chat
     user = update.effective_user
+    for who in (chat, user):
+        if who is not None and (type(who.id) is not int or who.id not in _INT64):
+            raise ValueError("chat and user ids must be 64-bit integers")
     chat_id = chat.id if chat is not None else (user.id if user is not None else None)
     return kind, chat_id
 
@@ -163,7 +213,7 @@ async def process(application: Application, row: dict[str, Any]) -> None:
     )
     started = time.perf_counter()
     try:
-        update = Update.de_json(json.loads(row["payload"]), application.bot)
+        update = Update.de_json(parse(row["payload"])[1], application.bot)
         await application.process_update(update)
     except Exception as exc:  # a payload PTB cannot read: keep it, marked failed
         outcome.error = exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from dataclasses import dataclass
@@ -11,7 +12,14 @@ from typing import Any
 
 from sosekni.db import row_times, sql, utcnow
 from sosekni.logs import bind_log
-from sosekni.render import admin_card, decision_keyboard, outcome_card, when
+from sosekni.render import (
+    REASON_IN_MESSAGE_MAX,
+    admin_card,
+    clip,
+    decision_keyboard,
+    outcome_card,
+    when,
+)
 from sosekni.services import admins
 from sosekni.services.work import UnitOfWork, unit_of_work
 from sosekni.tables import APPROVED, MAX_REQUEST_TEXT, PENDING, REJECTED
@@ -208,7 +216,8 @@ async def status(client: Person, chat_id: int) -> str | None:
             message = text(lang, "status_approved", **values)
         else:
             key = "status_rejected_reason" if request["reason"] else "status_rejected"
-            message = text(lang, key, reason=request["reason"] or "", **values)
+            reason = html.escape(clip(request["reason"] or "", REASON_IN_MESSAGE_MAX))
+            message = text(lang, key, reason=reason, **values)
             message += "\n" + text(lang, "status_rejected_again")
         work.message(chat_id, message, purpose="reply")
         return str(request["status"])
@@ -313,7 +322,12 @@ async def _decide(
     if response == APPROVED:
         client_message = text(client_lang, "welcome", id=request_id)
     elif reason:
-        client_message = text(client_lang, "rejected_reason", id=request_id, reason=reason)
+        client_message = text(
+            client_lang,
+            "rejected_reason",
+            id=request_id,
+            reason=html.escape(clip(reason, REASON_IN_MESSAGE_MAX)),
+        )
     else:
         client_message = text(client_lang, "rejected", id=request_id)
     work.message(

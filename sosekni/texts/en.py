@@ -70,7 +70,7 @@ TEXTS: dict[str, str] = {
         "I cannot tell which request this reply is about: reply to a request notification."
     ),
     "not_authorized": "You are not authorized to decide on requests.",
-    "reply_hint": "Reply to a request with Approve, Reject, or Reject: <reason>.",
+    "reply_hint": "Reply to a request with Approve, Reject, or Reject: &lt;reason&gt;.",
     "pending_none": "No requests are waiting for a decision.",
     "pending_header": "{count} request(s) waiting for a decision, oldest first:",
     "pending_more": "…and {count} more. Decide these first, then send /pending again.",

@@ -24,7 +24,9 @@ import asyncio
 import contextlib
 import email.parser
 import email.policy
+import html
 import json
+import re
 import signal
 import socket
 import threading
@@ -350,6 +352,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+# What Telegram's HTML parse mode accepts: these tags, and &lt; &gt; &amp; &quot; or numeric
+# character references; any other `<` or `&` is an error ("can't parse entities").
+HTML_TAGS = frozenset(
+    "b strong i em u ins s strike del span tg-spoiler a code pre blockquote tg-emoji".split()
+)
+_HTML_TOKEN = re.compile(
+    r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)(?:\s[^<>]*)?>|&(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);|[<>&]"
+)
+MESSAGE_MAX = 4096
+
+
+def check_text(text: Any, parse_mode: Any) -> None:
+    """Refuse what Telegram refuses: bad HTML in HTML mode, or more than 4096 characters."""
+    if not isinstance(text, str):
+        return
+    visible = text
+    if parse_mode == "HTML":
+        for token in _HTML_TOKEN.finditer(text):
+            if token.group(0) in "<>&" or (token.group(2) and token.group(2) not in HTML_TAGS):
+                raise _ApiError(
+                    400,
+                    "Bad Request: can't parse entities: unsupported start tag or unescaped "
+                    f"character at byte offset {token.start()}",
+                )
+        visible = html.unescape(re.sub(r"<[^<>]*>", "", text))
+    if len(visible) > MESSAGE_MAX:
+        raise _ApiError(400, "Bad Request: message is too long")
 
 
 def _error_payload(status: int, description: str, parameters: dict[str, Any] | None) -> Any:
@@ -855,6 +886,7 @@ class FakeTelegram:
     def _send_message(self, params: dict[str, Any], stopping: threading.Event) -> dict[str, Any]:
         chat_id = self._chat_id(params)
         text = params.get("text")
+        check_text(text, params.get("parse_mode"))
         with self._lock:
             blocked = self._state.blocked.get(chat_id)
             if blocked is not None:
@@ -894,6 +926,7 @@ class FakeTelegram:
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
             raise _ApiError(400, "Bad Request: text must be non-empty")
+        check_text(text, params.get("parse_mode"))
         # Like Telegram, an edit without reply_markup removes the inline keyboard.
         return self._edit(params, self._inline_markup(params), text)
 

@@ -1,0 +1,342 @@
+"""Settings: every bad or missing value stops `serve`/`poll` with one line naming the variable.
+
+The processes are the real `sosekni-ops` executable; they run concurrently (none of them gets
+past reading its settings). `.env` handling is checked the same way, and the `repr` of the
+settings in-process, as it is pure code.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sosekni.config import ConfigError, Secret, load_settings, read_dotenv
+from tests.harness import ROOT, SECRET, base_env, ops_command
+
+TOKEN = "5550001234:SECRETSECRETSECRETSECRETSECRETSECRET"
+API = "http://127.0.0.1:9"  # nothing listens: no run may get as far as calling Telegram
+QUICK_S = 15  # generous: the point is that nothing waits for a network or a database
+
+
+@dataclass(frozen=True)
+class Case:
+    """One broken setting: what to change in a valid environment and the variable to name."""
+
+    name: str
+    variable: str
+    changes: dict[str, str | None]
+    commands: tuple[str, ...] = ("serve", "poll")
+
+
+SERVE = ("serve",)
+CASES = [
+    Case("missing-token", "TELEGRAM_BOT_TOKEN", {"TELEGRAM_BOT_TOKEN": None}),
+    Case("malformed-token", "TELEGRAM_BOT_TOKEN", {"TELEGRAM_BOT_TOKEN": TOKEN + "!"}),
+    Case("missing-admin", "ADMIN_TELEGRAM_ID", {"ADMIN_TELEGRAM_ID": None}, SERVE),
+    Case("malformed-admin", "ADMIN_TELEGRAM_ID", {"ADMIN_TELEGRAM_ID": "12,abc"}),
+    Case("secret-with-space", "WEBHOOK_SECRET", {"WEBHOOK_SECRET": "my webhook secret"}, SERVE),
+    Case("secret-300-chars", "WEBHOOK_SECRET", {"WEBHOOK_SECRET": "s" * 300}, SERVE),
+    Case("missing-secret", "WEBHOOK_SECRET", {"WEBHOOK_SECRET": None}, SERVE),
+    Case("mysql-database", "DATABASE_URL", {"DATABASE_URL": "mysql://x"}),
+    Case("bad-log-level", "LOG_LEVEL", {"LOG_LEVEL": "LOUD"}, SERVE),
+    Case("bad-language", "DEFAULT_LANGUAGE", {"DEFAULT_LANGUAGE": "de"}, SERVE),
+    Case("bad-reminder", "PENDING_REMINDER_HOURS", {"PENDING_REMINDER_HOURS": "soon"}, SERVE),
+    Case("bad-log-format", "LOG_FORMAT", {"LOG_FORMAT": "xml"}, SERVE),
+]
+RUNS = [(command, case) for case in CASES for command in case.commands]
+
+
+@dataclass
+class Run:
+    returncode: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for line in self.output.splitlines() if line.strip()]
+
+
+def launch(
+    args: tuple[str, ...], env: dict[str, str], cwd: Path = ROOT, timeout: float = 30
+) -> Run:
+    """Run `sosekni-ops ARGS` with exactly `env` (no COLUMNS unless given) and time it."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [*ops_command(), *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    return Run(process.returncode, stdout, stderr, time.monotonic() - started)
+
+
+def valid_env(**changes: str | None) -> dict[str, str]:
+    """Every setting `serve` needs, valid, with `changes` applied (None removes a variable)."""
+    env = base_env(
+        "sqlite:////nonexistent-dir/never-opened.db", API, TELEGRAM_BOT_TOKEN=TOKEN, COLUMNS="200"
+    )
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def without(env: dict[str, str], *names: str) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in names}
+
+
+@pytest.fixture(scope="module")
+def dotenv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`.env` files for the runs that read one."""
+    root = tmp_path_factory.mktemp("dotenv")
+    (root / "named.env").write_text(
+        "# settings for the test\n"
+        "\n"
+        f'export DATABASE_URL="sqlite:///{root / "from-named-file.db"}"\n'
+        "LOG_LEVEL=WARNING  # quieter\n",
+        encoding="utf-8",
+    )
+    cwd = root / "workdir"
+    cwd.mkdir()
+    (cwd / ".env").write_text("DATABASE_URL=sqlite:///from-cwd.db\n", encoding="utf-8")
+    (root / "overridden.env").write_text(
+        f"DATABASE_URL=sqlite:///{root / 'from-file.db'}\nLOG_LEVEL=LOUD\n", encoding="utf-8"
+    )
+    (root / "serve.env").write_text(
+        f"TELEGRAM_BOT_TOKEN='{TOKEN}'\nADMIN_TELEGRAM_ID=12,34\n", encoding="utf-8"
+    )
+    (root / "broken.env").write_text(f"ADMIN_TELEGRAM_ID=12\n\n{TOKEN}\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(dotenv_dir: Path) -> Iterator[dict[str, Run]]:
+    """Every process of this module, run at once, by name."""
+    jobs: dict[str, tuple[tuple[str, ...], dict[str, str], Path]] = {}
+    for command, case in RUNS:
+        jobs[f"{command}:{case.name}"] = ((command,), valid_env(**case.changes), ROOT)
+    # As under systemd or in a pipe: stderr is no terminal and COLUMNS is not set.
+    jobs["serve:long-error-no-columns"] = (
+        ("serve",),
+        without(valid_env(ADMIN_TELEGRAM_ID="12,abc"), "COLUMNS"),
+        ROOT,
+    )
+    plain = without(valid_env(), "DATABASE_URL", "LOG_LEVEL", "SOSEKNI_ENV_FILE")
+    jobs["named-file"] = (
+        ("migrate",),
+        {**plain, "SOSEKNI_ENV_FILE": str(dotenv_dir / "named.env")},
+        ROOT,
+    )
+    jobs["cwd-file"] = (("migrate", "status"), plain, dotenv_dir / "workdir")
+    jobs["environment-wins"] = (
+        ("migrate", "status"),
+        {
+            **plain,
+            "SOSEKNI_ENV_FILE": str(dotenv_dir / "overridden.env"),
+            "DATABASE_URL": f"sqlite:///{dotenv_dir / 'from-environment.db'}",
+            "LOG_LEVEL": "WARNING",
+        },
+        ROOT,
+    )
+    jobs["serve-from-file"] = (
+        ("serve",),
+        {
+            **without(plain, "TELEGRAM_BOT_TOKEN", "ADMIN_TELEGRAM_ID", "WEBHOOK_SECRET"),
+            "SOSEKNI_ENV_FILE": str(dotenv_dir / "serve.env"),
+        },
+        ROOT,
+    )
+    jobs["broken-file"] = (
+        ("serve",),
+        {**plain, "SOSEKNI_ENV_FILE": str(dotenv_dir / "broken.env")},
+        ROOT,
+    )
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(lambda job: launch(*job), jobs.values()))
+    yield dict(zip(jobs, done, strict=True))
+
+
+# ----------------------------------------------------------------------------- bad settings
+
+
+@pytest.mark.parametrize(("command", "case"), RUNS, ids=[f"{c}-{k.name}" for c, k in RUNS])
+def test_bad_setting_stops_quickly_with_one_line_naming_the_variable(
+    runs: dict[str, Run], command: str, case: Case
+) -> None:
+    run = runs[f"{command}:{case.name}"]
+    assert run.returncode not in (0, None), run.output
+    assert run.seconds < QUICK_S
+    assert len(run.lines) == 1, run.output
+    assert run.lines[0].startswith(f"error: {case.variable} ")
+    assert "Traceback" not in run.output
+
+
+@pytest.mark.parametrize(("command", "case"), RUNS, ids=[f"{c}-{k.name}" for c, k in RUNS])
+def test_bad_setting_message_never_contains_the_token_or_the_secret(
+    runs: dict[str, Run], command: str, case: Case
+) -> None:
+    output = runs[f"{command}:{case.name}"].output
+    assert TOKEN.split(":")[1] not in output
+    assert TOKEN.split(":")[0] not in output
+    for value in case.changes.values():
+        if value is not None and case.variable in ("TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET"):
+            assert value not in output
+    assert SECRET not in output
+
+
+def test_long_error_stays_one_line_when_stderr_is_not_a_terminal(runs: dict[str, Run]) -> None:
+    run = runs["serve:long-error-no-columns"]
+    assert run.returncode == 1
+    assert run.lines == [
+        "error: ADMIN_TELEGRAM_ID must be Telegram user ids separated by commas, "
+        "e.g. 123456789,987654321 (got 'abc')"
+    ]
+
+
+# ----------------------------------------------------------------------------- .env
+
+
+def test_settings_come_from_the_file_named_by_SOSEKNI_ENV_FILE(
+    runs: dict[str, Run], dotenv_dir: Path
+) -> None:
+    run = runs["named-file"]
+    assert (run.returncode, run.stderr) == (0, ""), run.output
+    assert run.stdout.startswith("applied ")
+    assert (dotenv_dir / "from-named-file.db").is_file()
+
+
+def test_settings_come_from_dotenv_in_the_working_directory(
+    runs: dict[str, Run], dotenv_dir: Path
+) -> None:
+    run = runs["cwd-file"]
+    assert (run.returncode, run.stderr) == (0, ""), run.output
+    assert "migrations on sqlite:///from-cwd.db" in run.stdout
+    assert (dotenv_dir / "workdir" / "from-cwd.db").is_file()
+
+
+def test_environment_overrides_dotenv(runs: dict[str, Run], dotenv_dir: Path) -> None:
+    run = runs["environment-wins"]
+    # LOG_LEVEL=LOUD in the file would be refused: the environment's WARNING wins.
+    assert (run.returncode, run.stderr) == (0, ""), run.output
+    assert f"migrations on sqlite:///{dotenv_dir / 'from-environment.db'}" in run.stdout
+    assert not (dotenv_dir / "from-file.db").exists()
+
+
+def test_serve_takes_the_token_from_dotenv_and_never_prints_it(runs: dict[str, Run]) -> None:
+    run = runs["serve-from-file"]
+    # The token and the administrators were found (they are checked first): only the secret
+    # is missing.
+    assert run.returncode == 1
+    assert run.lines == [
+        "error: WEBHOOK_SECRET is not set: choose 1-256 characters of A-Z a-z 0-9 _ -"
+    ]
+    assert TOKEN.split(":")[1] not in run.output
+
+
+def test_a_malformed_dotenv_line_is_named_by_number_without_its_content(
+    runs: dict[str, Run], dotenv_dir: Path
+) -> None:
+    run = runs["broken-file"]
+    assert run.returncode == 1
+    assert run.lines == [f"error: {dotenv_dir / 'broken.env'}: line 3 is not KEY=VALUE"]
+    assert TOKEN.split(":")[1] not in run.output
+
+
+def test_read_dotenv_understands_export_quotes_and_comments(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text(
+        "# a comment\n"
+        "export A=1\n"
+        'B="two words # not a comment"\n'
+        "C='single'\n"
+        "D=plain # a comment\n"
+        "E=\n"
+        "  F = spaced  \n",
+        encoding="utf-8",
+    )
+    assert read_dotenv(path) == {
+        "A": "1",
+        "B": "two words # not a comment",
+        "C": "single",
+        "D": "plain",
+        "E": "",
+        "F": "spaced",
+    }
+    assert read_dotenv(tmp_path / "missing.env") == {}
+
+
+# ----------------------------------------------------------------------------- repr
+
+
+def full_env(**extra: str) -> dict[str, str]:
+    return {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "WEBHOOK_SECRET": "hook-SECRET_value",
+        "ADMIN_TELEGRAM_ID": "12, 34,12",
+        "WEBHOOK_URL": "https://bot.example.org/webhook/telegram",
+        **extra,
+    }
+
+
+def test_settings_repr_never_shows_the_token_or_the_webhook_secret() -> None:
+    settings = load_settings(full_env(), need_token=True, need_webhook_secret=True)
+
+    for shown in (repr(settings), str(settings), f"{settings!r}", repr(vars(settings))):
+        assert TOKEN not in shown
+        assert TOKEN.split(":")[1] not in shown
+        assert "hook-SECRET_value" not in shown
+    assert repr(settings.telegram_bot_token) == "Secret('***')"
+    assert repr(settings.webhook_secret) == "Secret('***')"
+    # The values themselves are intact for the code that needs them.
+    assert settings.require_token() == TOKEN
+    assert settings.require_webhook_secret() == "hook-SECRET_value"
+    assert settings.admin_telegram_ids == (12, 34)
+
+
+def test_secret_repr_hides_the_value_wherever_it_is_nested() -> None:
+    secret = Secret(TOKEN)
+    assert repr([secret]) == "[Secret('***')]"
+    assert repr({"token": secret}) == "{'token': Secret('***')}"
+
+
+def test_settings_repr_never_shows_the_database_password() -> None:
+    url = "postgresql://bot:db-pass-SECRET@db.example.org:5432/sosekni"
+    settings = load_settings(full_env(DATABASE_URL=url))
+    assert "db-pass-SECRET" in settings.secrets
+    assert "db-pass-SECRET" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"TELEGRAM_BOT_TOKEN": TOKEN + " x"},
+        {"WEBHOOK_SECRET": TOKEN + "!"},
+    ],
+    ids=["token", "secret"],
+)
+def test_config_errors_never_quote_a_token_like_value(changes: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(full_env(**changes), need_token=True, need_webhook_secret=True)
+    assert "SECRETSECRET" not in str(error.value)
