@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 import asyncpg
 import typer
@@ -107,16 +107,16 @@ class PgTarget:
 
     @property
     def name(self) -> str:
-        return self.parsed.path.lstrip("/") or "postgres"
+        return unquote(self.parsed.path.lstrip("/")) or "postgres"
 
     def env(self) -> dict[str, str]:
         p = self.parsed
         env = dict(os.environ)
         env.update(PGHOST=p.hostname or "localhost", PGPORT=str(p.port or 5432))
-        env["PGUSER"] = p.username or env.get("PGUSER", "postgres")
+        env["PGUSER"] = unquote(p.username) if p.username else env.get("PGUSER", "postgres")
         env["PGDATABASE"] = self.name
         if p.password:
-            env["PGPASSWORD"] = p.password
+            env["PGPASSWORD"] = unquote(p.password)
         return env
 
     def with_database(self, name: str) -> PgTarget:

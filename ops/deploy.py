@@ -197,7 +197,9 @@ class Deployer:
         )
         assert archive.stdout is not None
         with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-            tar.extractall(target, filter="data")
+            # Python before 3.11.4 (Debian 12 has 3.11.2) has no extraction filters.
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(target, **safe)
         if archive.wait() != 0:
             raise DeployError(f"git archive {sha[:7]} failed")
         (target / ".env").symlink_to(os.path.relpath(self.layout.env_file, target))
