@@ -1,0 +1,359 @@
+"""Provisioning (`ansible/`): lint, syntax, and a real apply of site.yml to a Debian 12 root.
+
+The apply goes through the community.general.chroot connection into a fresh copy of a
+debootstrapped Debian 12 root (cached under /var/cache/sosekni-tests, see
+tests/ansible_support/rootfs.py), with self-signed certificates and free ports. Nothing starts
+services in the root except what the test asks for: PostgreSQL is started by the role with
+pg_ctlcluster (postgresql_service_manager), the app by the deploy's RESTART_COMMAND, nginx by
+the test. The first release comes from a bare clone of this repository's HEAD, the webhook is
+registered with a fake Bot API, and a second apply must change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.ansible_support import rootfs
+from tests.ansible_support.apply import Inventory, apply, tool
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import ROOT, free_port
+
+ANSIBLE_DIR = ROOT / "ansible"
+DOMAIN = "bot.provision.test"
+TOKEN = "123456:TEST-provisioning-token"
+WEBHOOK_SECRET = "provisioning-secret_7f3a"
+DB_PASSWORD = "pw-Provision/ing+7#x"  # characters a DATABASE_URL must escape
+APP_ROOT = "/opt/sosekni"
+UNITS = ("sosekni.service", "sosekni-backup.service", "sosekni-backup.timer")
+
+
+def ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def in_root(
+    root: Path, *argv: str, user: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a command inside the root (as `user` if given), with /proc, /dev and /sys mounted."""
+    inner = ["runuser", "-u", user, "--", *argv] if user else list(argv)
+    return subprocess.run(
+        rootfs.namespaced(root, ["chroot", str(root), *inner]),
+        env=rootfs.chroot_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Provisioned:
+    root: Path
+    telegram: FakeTelegram
+    inventory: Inventory
+    first: dict[str, int]
+    first_output: str
+    app_port: int
+    pg_port: int
+    http_port: int
+    https_port: int
+    scratch: Path
+
+
+def test_ansible_lint_passes_with_the_production_profile() -> None:
+    done = subprocess.run(
+        [tool("ansible-lint"), "--profile", "production", "--offline"],
+        cwd=ANSIBLE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
+    assert "Profile 'production' was required, and it passed" in done.stdout + done.stderr
+
+
+def test_playbook_syntax_check_passes() -> None:
+    done = subprocess.run(
+        [tool("ansible-playbook"), "-i", "inventories/production", "--syntax-check", "site.yml"],
+        cwd=ANSIBLE_DIR,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_production_inventory_keeps_secrets_in_the_vault_only() -> None:
+    group_vars = ANSIBLE_DIR / "inventories" / "production" / "group_vars" / "sosekni"
+    assert (ANSIBLE_DIR / "inventories" / "production" / "hosts.yml").is_file()
+    assert not (group_vars / "vault.yml").exists(), "a real vault.yml must not be committed"
+    example = (group_vars / "vault.yml.example").read_text()
+    for name in ("vault_sosekni_bot_token", "vault_sosekni_webhook_secret",
+                 "vault_sosekni_database_password"):  # fmt: skip
+        assert name in example
+        assert f"{{{{ {name} }}}}" in (group_vars / "vars.yml").read_text()
+    for role in ("postgresql", "sosekni", "nginx", "certbot", "backup"):
+        assert (ANSIBLE_DIR / "roles" / role / "README.md").is_file(), role
+        assert (ANSIBLE_DIR / "roles" / role / "defaults" / "main.yml").is_file(), role
+
+
+@pytest.fixture(scope="module")
+def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisioned]:
+    """site.yml applied once to a fresh Debian 12 root; everything stopped and removed after."""
+    scratch = tmp_path_factory.mktemp("provisioning")
+    with rootfs.fresh_root() as root, FakeTelegram(token=TOKEN) as telegram:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        # The repository the deploy fetches from: this checkout's HEAD, inside the root.
+        subprocess.run(
+            ["git", "clone", "--bare", "--quiet", "--no-hardlinks", str(ROOT),
+             str(root / "srv" / "sosekni.git")],
+            check=True, timeout=300,
+        )  # fmt: skip
+        # It belongs to root here; the app user reads it (git refuses other users' repositories).
+        (root / "etc" / "gitconfig").write_text("[safe]\n\tdirectory = /srv/sosekni.git\n")
+        app_port, pg_port, http_port, https_port = (free_port() for _ in range(4))
+        # No systemd in the root: the deploy's restart starts the new release's server in the
+        # background instead (its process is killed with everything else in the root).
+        restart = (
+            "setsid -f sh -c 'exec .venv/bin/sosekni-ops serve --host 127.0.0.1 "
+            f"--port {app_port} --workers 1 >>{APP_ROOT}/shared/serve.log 2>&1 </dev/null'"
+        )
+        variables = {
+            "sosekni_domain": DOMAIN,
+            "sosekni_admin_telegram_ids": "1",
+            "sosekni_repo_url": "file:///srv/sosekni.git",
+            "sosekni_ref": head,
+            "sosekni_port": app_port,
+            "sosekni_workers": 1,
+            "sosekni_telegram_api_base_url": telegram.base_url,
+            "sosekni_restart_command": restart,
+            "sosekni_service_manager": "none",
+            "sosekni_bot_token": "{{ vault_sosekni_bot_token }}",
+            "sosekni_webhook_secret": "{{ vault_sosekni_webhook_secret }}",
+            "sosekni_database_password": "{{ vault_sosekni_database_password }}",
+            "postgresql_password": "{{ vault_sosekni_database_password }}",
+            "postgresql_port": pg_port,
+            "postgresql_service_manager": "pg_ctlcluster",
+            "nginx_http_port": http_port,
+            "nginx_https_port": https_port,
+            "nginx_listen_ipv6": ipv6_available(),
+            "nginx_service_manager": "none",
+            "certbot_self_signed": True,
+            "certbot_service_manager": "none",
+            "backup_service_manager": "none",
+        }
+        secrets = {
+            "vault_sosekni_bot_token": TOKEN,
+            "vault_sosekni_webhook_secret": WEBHOOK_SECRET,
+            "vault_sosekni_database_password": DB_PASSWORD,
+        }
+        inventory = Inventory(scratch / "inventory", root, variables, secrets).write()
+        done, first = apply(ANSIBLE_DIR, inventory, scratch / "apply-1.log")
+        yield Provisioned(
+            root, telegram, inventory, first, done.stdout, app_port, pg_port, http_port,
+            https_port, scratch,
+        )  # fmt: skip
+        rootfs.say("stopping what runs in the root and removing it")
+
+
+def test_first_apply_succeeds_and_keeps_secrets_out_of_its_output(
+    provisioned: Provisioned,
+) -> None:
+    assert provisioned.first["failed"] == 0
+    assert provisioned.first["changed"] > 0
+    for secret in (TOKEN, WEBHOOK_SECRET, DB_PASSWORD):
+        assert secret not in provisioned.first_output
+
+
+def test_webhook_was_registered_with_the_url_and_the_secret(provisioned: Provisioned) -> None:
+    calls = provisioned.telegram.calls("setWebhook")
+    assert calls, provisioned.telegram.summary()
+    assert calls[-1].params["url"] == f"https://{DOMAIN}/webhook/telegram"
+    assert calls[-1].params["secret_token"] == WEBHOOK_SECRET
+
+
+def test_release_is_installed_and_serving(provisioned: Provisioned) -> None:
+    root = provisioned.root
+    current = root / APP_ROOT.lstrip("/") / "current"
+    assert current.is_symlink()
+    assert (current / ".sosekni-release.json").is_file()
+    done = in_root(root, f"{APP_ROOT}/current/.venv/bin/sosekni-ops", "--help", user="sosekni")
+    assert done.returncode == 0, done.stderr
+    assert "deploy" in done.stdout
+    releases = in_root(
+        root, "sh", "-c", f"cd {APP_ROOT}/current && COLUMNS=200 .venv/bin/sosekni-ops releases",
+        user="sosekni",
+    )  # fmt: skip
+    assert releases.returncode == 0, releases.stderr
+    assert "deployed" in releases.stdout
+    health = httpx.get(f"http://127.0.0.1:{provisioned.app_port}/health", timeout=10)
+    assert health.status_code == 200, health.text
+    # The deploy backed up the (empty) database before migrating.
+    backups = list((root / "var/backups/sosekni").glob("sosekni-sosekni-*.dump"))
+    assert backups, "the deploy took no backup"
+
+
+def test_settings_file_is_private_to_the_app_user(provisioned: Provisioned) -> None:
+    env = provisioned.root / APP_ROOT.lstrip("/") / "shared" / ".env"
+    status = env.stat()
+    assert status.st_mode & 0o777 == 0o600
+    owner = in_root(provisioned.root, "stat", "-c", "%U:%G", f"{APP_ROOT}/shared/.env")
+    assert owner.stdout.strip() == "sosekni:sosekni"
+    text = env.read_text()
+    assert f"TELEGRAM_BOT_TOKEN={TOKEN}\n" in text
+    assert f"WEBHOOK_SECRET={WEBHOOK_SECRET}\n" in text
+    assert "RESTART_COMMAND=" in text and f"DEPLOY_ROOT={APP_ROOT}\n" in text
+    sudoers = in_root(provisioned.root, "visudo", "-cf", "/etc/sudoers.d/sosekni")
+    assert sudoers.returncode == 0, sudoers.stdout + sudoers.stderr
+    rule = (provisioned.root / "etc/sudoers.d/sosekni").read_text()
+    assert "NOPASSWD: /usr/bin/systemctl restart sosekni" in rule
+
+
+async def test_database_and_user_exist_with_the_vaulted_password(
+    provisioned: Provisioned,
+) -> None:
+    conn = await asyncpg.connect(
+        host="127.0.0.1",
+        port=provisioned.pg_port,
+        user="sosekni",
+        password=DB_PASSWORD,
+        database="sosekni",
+        timeout=10,
+    )
+    try:
+        assert await conn.fetchval("SELECT current_user") == "sosekni"
+        tables = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'client_request'"
+        )
+        assert tables == 1  # migrated by the deploy
+        assert await conn.fetchval("SHOW listen_addresses") == "localhost"
+    finally:
+        await conn.close()
+
+
+def test_nginx_configuration_is_valid(provisioned: Provisioned) -> None:
+    done = in_root(provisioned.root, "nginx", "-t")
+    assert done.returncode == 0, done.stderr
+    assert (provisioned.root / "etc/nginx/sites-enabled/sosekni.conf").is_symlink()
+    site = (provisioned.root / "etc/nginx/sites-available/sosekni.conf").read_text()
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in site
+    assert "allow 149.154.160.0/20;" in site and "allow 91.108.4.0/22;" in site
+    assert "client_max_body_size 1m;" in site
+    assert not (provisioned.root / "etc/nginx/sites-enabled/default").exists()
+
+
+def test_systemd_units_verify_without_warnings(provisioned: Provisioned) -> None:
+    paths = [f"/etc/systemd/system/{unit}" for unit in UNITS]
+    done = in_root(provisioned.root, "systemd-analyze", "verify", *paths)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (done.stdout + done.stderr).strip() == ""
+    unit = (provisioned.root / "etc/systemd/system/sosekni.service").read_text()
+    for line in ("Type=exec", "Restart=on-failure", "KillMode=mixed", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"):  # fmt: skip
+        assert f"\n{line}\n" in unit, line
+    backup = (provisioned.root / "etc/systemd/system/sosekni-backup.service").read_text()
+    assert "backup prune --keep-days 30" in backup
+    assert "ReadWritePaths=/var/backups/sosekni" in backup
+    for wanted in (
+        "multi-user.target.wants/sosekni.service",
+        "timers.target.wants/sosekni-backup.timer",
+        "timers.target.wants/certbot.timer",
+    ):
+        assert (provisioned.root / "etc/systemd/system" / wanted).is_symlink(), wanted
+    hook = provisioned.root / "etc/letsencrypt/renewal-hooks/deploy/reload-nginx"
+    assert os.access(hook, os.X_OK) and "systemctl reload nginx" in hook.read_text()
+
+
+def test_the_backup_job_runs_as_the_app_user(provisioned: Provisioned) -> None:
+    unit = (provisioned.root / "etc/systemd/system/sosekni-backup.service").read_text()
+    commands = [
+        line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")
+    ]
+    assert len(commands) == 2
+    for command in commands:
+        done = in_root(
+            provisioned.root, "sh", "-c", f"cd {APP_ROOT}/current && {command}", user="sosekni"
+        )
+        assert done.returncode == 0, command + "\n" + done.stdout + done.stderr
+
+
+def test_nginx_serves_https_and_opens_the_webhook_to_telegram_only(
+    provisioned: Provisioned,
+) -> None:
+    root = provisioned.root
+    started = in_root(root, "nginx")
+    assert started.returncode == 0, started.stderr
+    https = f"https://127.0.0.1:{provisioned.https_port}"
+    http = f"http://127.0.0.1:{provisioned.http_port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                health = httpx.get(f"{https}/health", verify=False, timeout=5)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert health.status_code == 200, health.text
+        assert health.json()["status"] == "ok"
+        # The webhook answers Telegram's networks only; 127.0.0.1 is not one of them.
+        refused = httpx.post(f"{https}/webhook/telegram", json={}, verify=False, timeout=5)
+        assert refused.status_code == 403
+        too_big = httpx.post(
+            f"{https}/webhook/telegram", content=b"x" * (2 * 2**20), verify=False, timeout=10
+        )
+        assert too_big.status_code == 413
+        assert httpx.get(f"{https}/", verify=False, timeout=5).status_code == 404
+        # HTTP: redirected to HTTPS, except the ACME challenge.
+        moved = httpx.get(f"{http}/anything?x=1", timeout=5)
+        assert moved.status_code == 301
+        assert moved.headers["location"].endswith(f":{provisioned.https_port}/anything?x=1")
+        challenge = root / "var/www/letsencrypt/.well-known/acme-challenge/probe"
+        challenge.write_text("token-for-acme")
+        acme = httpx.get(f"{http}/.well-known/acme-challenge/probe", timeout=5)
+        assert acme.status_code == 200 and acme.text == "token-for-acme"
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.minimum_version = context.maximum_version = version
+            with (
+                socket.create_connection(("127.0.0.1", provisioned.https_port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
+            ):
+                assert tls.version() == version.name.replace("v1_", "v1.")
+    finally:
+        in_root(root, "nginx", "-s", "quit")
+
+
+def test_second_apply_changes_nothing(provisioned: Provisioned) -> None:
+    calls_before = len(provisioned.telegram.calls("setWebhook"))
+    done, second = apply(ANSIBLE_DIR, provisioned.inventory, provisioned.scratch / "apply-2.log")
+    changed = [line for line in done.stdout.splitlines() if line.startswith("changed:")]
+    assert second["changed"] == 0, "\n".join(changed) + "\n" + done.stdout[-4000:]
+    assert second["failed"] == 0
+    assert len(provisioned.telegram.calls("setWebhook")) == calls_before
+    for secret in (TOKEN, WEBHOOK_SECRET, DB_PASSWORD):
+        assert secret not in done.stdout
