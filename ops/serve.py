@@ -143,7 +143,7 @@ async def _poll(settings, timeout: int) -> None:
             for data in updates:
                 offset = data["update_id"] + 1
                 try:
-                    kind, chat_id = inbox.describe(Update.de_json(data, None))
+                    kind, chat_id = inbox.describe(Update.de_json(data, None), data)
                 except Exception as exc:
                     log.warning("skipping update %s: %s", data["update_id"], exc)
                     continue

@@ -92,7 +92,7 @@ async def webhook(request: Request) -> HTTPResponse:
         return json_response({"ok": True})
     try:
         update = Update.de_json(data, None)
-        kind, chat_id = inbox.describe(update)
+        kind, chat_id = inbox.describe(update, data)
     except Exception:
         return _error(400, "not a Telegram Update")
     try:

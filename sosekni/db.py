@@ -59,7 +59,15 @@ def is_postgres(engine: Engine) -> bool:
 
 async def open_pool(engine: Engine, max_size: int = 10) -> None:
     if isinstance(engine, PostgresEngine) and engine.pool is None:
-        await engine.start_connection_pool(min_size=1, max_size=max_size)
+        await engine.start_connection_pool(min_size=1, max_size=max_size, reset=_keep_session)
+
+
+async def _keep_session(connection: Any) -> None:
+    """Pool release without asyncpg's reset query (advisory unlock, UNLISTEN, RESET ALL).
+
+    Pooled connections hold no session state: the sender's advisory lock and LISTEN live
+    on the lease's own connection. asyncpg still rolls back an unfinished transaction.
+    """
 
 
 async def close_pool(engine: Engine) -> None:

@@ -8,8 +8,10 @@ RESTART_COMMAND is a script that stops the running server and starts `current`'s
 from __future__ import annotations
 
 import fcntl
+import importlib
 import json
 import os
+import pkgutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import sosekni.piccolo_migrations
 from ops.deploy import KEEP_RELEASES, METADATA, Deployer, Layout, Release
 from sosekni.config import load_settings
 from tests.fakes.postgres import create_database, drop_database
@@ -186,7 +189,10 @@ def site(
     drop_database(postgres_admin_dsn, url)
 
 
-V1_HEAD = "2026-11-25T19:20:00:000000"
+V1_HEAD = max(  # the newest migration of the project itself
+    importlib.import_module(f"sosekni.piccolo_migrations.{info.name}").ID
+    for info in pkgutil.iter_modules(sosekni.piccolo_migrations.__path__)
+)
 
 
 async def test_a_day_of_deploys_failures_and_a_rollback(site: Site) -> None:

@@ -92,13 +92,16 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def describe(update: Update) -> tuple[str, int | None]:
+_KINDS = frozenset(Update.ALL_TYPES)
+
+
+def describe(update: Update, data: dict[str, Any]) -> tuple[str, int | None]:
     """The update's kind (`message`, `callback_query`, …) and the chat it belongs to.
 
-    Raises ValueError when the chat or sender id is not a 64-bit integer.
+    `data` is the JSON object `update` was read from. Raises ValueError when the chat or
+    sender id is not a 64-bit integer.
     """
-    data = update.to_dict()
-    kind = next((key for key in data if key != "update_id"), "empty")
+    kind = next((key for key in data if key in _KINDS), "empty")
     chat = update.effective_chat
     user = update.effective_user
     for who in (chat, user):

@@ -13,13 +13,11 @@ import logging
 import random
 import time
 import uuid
-import warnings
 from datetime import timedelta
 from typing import Any
 
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
-from telegram.warnings import PTBUserWarning
 
 from sosekni.db import (
     current_engine,
@@ -30,6 +28,7 @@ from sosekni.db import (
     utcnow,
 )
 from sosekni.delivery import BackgroundLoop
+from sosekni.delivery.botapi import BotApi
 from sosekni.delivery.lease import SenderLease
 from sosekni.render import outcome_card
 from sosekni.services.work import outbox_ready
@@ -37,8 +36,6 @@ from sosekni.tables import PENDING
 
 log = logging.getLogger(__name__)
 
-# We call the Bot API by method name from stored rows, on purpose.
-warnings.filterwarnings("ignore", message=r"Please use 'Bot\.", category=PTBUserWarning)
 
 LEASE = timedelta(seconds=60)
 BATCH = 30
@@ -147,6 +144,7 @@ class OutboxSender(BackgroundLoop):
     ) -> None:
         super().__init__(outbox_ready, ready)
         self.bot = bot
+        self.api = BotApi(bot.base_url)
         self.admin_language = admin_language
         self.lease = lease
         self.limiter = limiter or RateLimiter()
@@ -189,7 +187,7 @@ class OutboxSender(BackgroundLoop):
             payload["chat_id"] = row["chat_id"]
         await self.limiter.acquire(row["chat_id"])
         try:
-            result = await self.bot.do_api_request(row["method"], api_kwargs=payload)
+            result = await self.api.call(row["method"], payload)
         except RetryAfter as exc:
             delay = retry_seconds(exc)
             self.limiter.pause(delay)
@@ -284,3 +282,4 @@ class OutboxSender(BackgroundLoop):
 
     async def close(self) -> None:
         await self.lease.release()
+        await self.api.close()
