@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import socket
+import warnings
 from typing import Annotated
 
 import typer
@@ -17,6 +18,9 @@ from sosekni import logs, migrations
 from sosekni.db import sql
 
 log = logging.getLogger("sosekni.poll")
+
+# poll asks getUpdates for the raw JSON (stored as the webhook stores it), on purpose.
+warnings.filterwarnings("ignore", message=r"Please use 'Bot\.getUpdates'")
 
 
 def _migrate_sqlite(settings) -> None:

@@ -481,8 +481,8 @@ def test_update_with_missing_or_wrongly_typed_fields_gets_200_or_400_never_500(
         assert answer.status_code in ((413,) if len(body) > MAX_BODY else (200, 400)), answer.text
         if answer.status_code != 200 or not is_handled(update):
             assert hostile.stored() == before
-        else:
-            assert hostile.payload(update["update_id"]) == update
+        else:  # as JSON reads it back: adjacent surrogates form one character
+            assert hostile.payload(update["update_id"]) == json.loads(json.dumps(update))
 
     check()
 

@@ -55,6 +55,15 @@ def _migrations() -> list[tuple[str, str]]:
 
 MIGRATIONS = _migrations()
 IDS = [migration_id for migration_id, _ in MIGRATIONS]
+RULES_ID = "2026-11-25T19:20:00:000000"  # the migration that adds RULE_INDEXES
+SINCE_RULES = IDS[IDS.index(RULES_ID) :]  # it and every newer one
+CLAIM_INDEXES = {
+    "inbox_update_open",
+    "inbox_update_open_chat",
+    "outbox_message_open",
+    "outbox_message_open_chat",
+    "outbox_message_failed",
+}
 
 
 @dataclass
@@ -290,7 +299,26 @@ async def test_down_1_undoes_the_newest_and_migrate_reapplies_it(migrated: Targe
     assert down.stdout == applied_lines([IDS[-1]], "undid")
     status = migrated.ops("migrate", "status")
     assert status_rows(status.stdout) == expected_status(len(IDS) - 1)
-    assert not (await migrated.indexes()) & RULE_INDEXES
+    assert await migrated.applied() == IDS[:-1]
+
+    up = migrated.ops("migrate")
+
+    assert (up.returncode, up.stderr) == (0, ""), up.stderr
+    assert up.stdout == applied_lines([IDS[-1]])
+    assert await migrated.applied() == IDS
+    assert RULE_INDEXES | CLAIM_INDEXES <= await migrated.indexes()
+
+
+async def test_down_past_the_rules_drops_them_and_migrate_restores_them(
+    migrated: Target,
+) -> None:
+    down = migrated.ops("migrate", "--down", str(len(SINCE_RULES)))
+
+    assert (down.returncode, down.stderr) == (0, ""), down.stderr
+    assert down.stdout == applied_lines(list(reversed(SINCE_RULES)), "undid")
+    status = migrated.ops("migrate", "status")
+    assert status_rows(status.stdout) == expected_status(len(IDS) - len(SINCE_RULES))
+    assert not (await migrated.indexes()) & (RULE_INDEXES | CLAIM_INDEXES)
     # Without the rules, nothing stops two pending requests of one client.
     await migrated.insert_request(1001)
     await migrated.insert_request(1001)
@@ -299,7 +327,7 @@ async def test_down_1_undoes_the_newest_and_migrate_reapplies_it(migrated: Targe
     up = migrated.ops("migrate")
 
     assert (up.returncode, up.stderr) == (0, ""), up.stderr
-    assert up.stdout == applied_lines([IDS[-1]])
+    assert up.stdout == applied_lines(SINCE_RULES)
     assert await migrated.applied() == IDS
     await assert_one_pending_rule(migrated)
 
@@ -343,7 +371,7 @@ async def test_full_down_then_up_restores_every_table_and_rule(migrated: Target)
     assert (up.returncode, up.stderr) == (0, ""), up.stderr
     assert up.stdout == applied_lines(IDS)
     assert APP_TABLES <= await migrated.tables()
-    assert RULE_INDEXES <= await migrated.indexes()
+    assert RULE_INDEXES | CLAIM_INDEXES <= await migrated.indexes()
     await assert_one_pending_rule(migrated)
     # The other rules are back too: a status outside the three is refused.
     with pytest.raises((sqlite3.IntegrityError, asyncpg.CheckViolationError)):
@@ -353,7 +381,7 @@ async def test_full_down_then_up_restores_every_table_and_rule(migrated: Target)
 async def test_a_migration_that_cannot_apply_fails_with_one_line_and_stays_unapplied(
     migrated: Target,
 ) -> None:
-    assert migrated.ops("migrate", "--down", "1").returncode == 0
+    assert migrated.ops("migrate", "--down", str(len(SINCE_RULES))).returncode == 0
     # Data the rules forbid: the unique index cannot be built over it.
     await migrated.insert_request(1001)
     await migrated.insert_request(1001)
@@ -362,7 +390,7 @@ async def test_a_migration_that_cannot_apply_fails_with_one_line_and_stays_unapp
 
     assert up.returncode == 1
     assert up.stdout == ""
-    assert await migrated.applied() == IDS[:-1]
+    assert await migrated.applied() == IDS[: IDS.index(RULES_ID)]
     assert not (await migrated.indexes()) & RULE_INDEXES
     assert await migrated.db.value("SELECT count(*) FROM client_request") == 2
     assert "Traceback" not in up.stderr

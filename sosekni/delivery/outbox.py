@@ -237,16 +237,16 @@ class OutboxSender(BackgroundLoop):
 
     async def _sent(self, row: dict[str, Any], result: Any) -> None:
         now = utcnow()
-        async with transaction():
-            await sql(
-                "UPDATE outbox_message SET status = 'sent', sent_at = {}, claim_token = NULL, "
-                "last_error = NULL WHERE id = {} AND claim_token = {}",
-                now,
-                row["id"],
-                row["claim_token"],
-            )
-            if row["purpose"] in ("notify", "remind") and isinstance(result, dict):
-                await self._record_notification(row, int(result["message_id"]), now)
+        mark = (
+            "UPDATE outbox_message SET status = 'sent', sent_at = {}, claim_token = NULL, "
+            "last_error = NULL WHERE id = {} AND claim_token = {}"
+        )
+        if row["purpose"] not in ("notify", "remind") or not isinstance(result, dict):
+            await sql(mark, now, row["id"], row["claim_token"])  # one statement: no BEGIN/COMMIT
+            return
+        async with transaction():  # the mark and the administrator's copy together
+            await sql(mark, now, row["id"], row["claim_token"])
+            await self._record_notification(row, int(result["message_id"]), now)
 
     async def _record_notification(self, row: dict[str, Any], message_id: int, now: Any) -> None:
         """Remember an administrator's copy; if the request was decided meanwhile, edit it."""

@@ -7,15 +7,17 @@ DESCRIPTION = "Partial indexes over open inbox and outbox rows: claims stay chea
 
 # The claim queries look only at open rows (oldest first, and per chat for the ordering
 # rule); done rows pile up forever, so an index of open rows keeps a claim's cost flat.
+# (OR, not IN: Postgres prints an IN list over varchar differently once dumped and
+# restored, and a backup must restore the schema exactly.)
 _INDEXES = {
     "inbox_update_open": "CREATE INDEX inbox_update_open ON inbox_update (id) "
-    "WHERE status IN ('new', 'processing')",
+    "WHERE status = 'new' OR status = 'processing'",
     "inbox_update_open_chat": "CREATE INDEX inbox_update_open_chat ON inbox_update (chat_id, id) "
-    "WHERE status IN ('new', 'processing')",
+    "WHERE status = 'new' OR status = 'processing'",
     "outbox_message_open": "CREATE INDEX outbox_message_open ON outbox_message (id) "
-    "WHERE status IN ('pending', 'sending')",
+    "WHERE status = 'pending' OR status = 'sending'",
     "outbox_message_open_chat": "CREATE INDEX outbox_message_open_chat "
-    "ON outbox_message (chat_id, id) WHERE status IN ('pending', 'sending')",
+    "ON outbox_message (chat_id, id) WHERE status = 'pending' OR status = 'sending'",
     "outbox_message_failed": "CREATE INDEX outbox_message_failed ON outbox_message (id) "
     "WHERE status = 'failed'",
 }
