@@ -8,8 +8,10 @@ touches no other test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
+import os
 import re
 import sqlite3
 import time
@@ -42,7 +44,10 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 HANDLED_KINDS = ("message", "callback_query")
 MAX_BODY = 1024 * 1024
 EXPECTED_STATUSES = {200, 400, 403, 413, 415}
+# Derandomized: CI runs the same 200 examples each time (a red run means a change broke
+# something); HYPOTHESIS_SEED_RANDOM=1 explores new ones locally.
 PROPERTY = settings(
+    derandomize=not os.environ.get("HYPOTHESIS_SEED_RANDOM"),
     max_examples=200,
     deadline=None,
     database=None,
@@ -293,8 +298,9 @@ def encode(update: Any, ascii_only: bool) -> bytes:
         body = json.dumps(update, ensure_ascii=ascii_only).encode()
     except UnicodeEncodeError:
         return json.dumps(update).encode()
-    if len(body) >= MAX_BODY:
-        body = json.dumps(update, ensure_ascii=False).encode()
+    if len(body) >= MAX_BODY:  # raw UTF-8 is shorter, unless a lone surrogate forbids it
+        with contextlib.suppress(UnicodeEncodeError):
+            body = json.dumps(update, ensure_ascii=False).encode()
     return body
 
 
