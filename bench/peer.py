@@ -31,7 +31,7 @@ from telegram import Bot
 from telegram.ext import Application
 
 from sosekni import logs
-from sosekni.bot import ALLOWED_UPDATES, add_handlers
+from sosekni.bot import ALLOWED_UPDATES, application_builder, with_handlers
 from sosekni.config import Settings, load_settings
 from sosekni.db import bind, close_pool, engine_for, open_pool, sql, transaction, utcnow
 from sosekni.services import admins
@@ -90,19 +90,14 @@ def build(settings: Settings) -> Application:
     async def post_shutdown(application: Application) -> None:
         await close_pool(engine)
 
-    base = settings.telegram_api_base_url
     application = (
-        Application.builder()
-        .token(settings.require_token())
-        .base_url(f"{base}/bot")
-        .base_file_url(f"{base}/file/bot")
+        application_builder(settings)
         .concurrent_updates(True)
         .post_init(post_init)
         .post_shutdown(post_shutdown)
         .build()
     )
-    application.bot_data["settings"] = settings
-    add_handlers(application)
+    with_handlers(application, settings)
     return application
 
 

@@ -252,8 +252,12 @@ def create_backup(settings: Settings, directory: Path | None = None) -> Backup:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = datetime.now(UTC)
     ext = "sqlite3" if settings.is_sqlite else "dump"
+
+    def name_at(moment: datetime) -> Path:
+        return directory / f"sosekni-{database_name(settings)}-{moment:{STAMP}}.{ext}"
+
     while True:  # two backups in one second: the next free second's name
-        final = directory / f"sosekni-{database_name(settings)}-{now:{STAMP}}.{ext}"
+        final = name_at(now)
         partial = final.with_name(final.name + ".partial")
         if not final.exists():
             try:  # O_EXCL: a backup still being written keeps its .partial to itself
@@ -278,7 +282,7 @@ def create_backup(settings: Settings, directory: Path | None = None) -> Backup:
                 break
             except FileExistsError:
                 now += timedelta(seconds=1)
-                final = directory / f"sosekni-{database_name(settings)}-{now:{STAMP}}.{ext}"
+                final = name_at(now)
         partial.unlink()
     except BaseException:
         partial.unlink(missing_ok=True)

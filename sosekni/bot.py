@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import (
     Application,
+    ApplicationBuilder,
     CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
@@ -18,20 +19,27 @@ MESSAGES = filters.UpdateType.MESSAGE  # edited messages and channel posts are i
 ALLOWED_UPDATES = ["message", "callback_query"]
 
 
-def build_application(settings: Settings) -> Application:
-    """An Application without an Updater: updates come from our inbox, not from PTB."""
+def application_builder(settings: Settings) -> ApplicationBuilder:
+    """PTB's builder pointed at TELEGRAM_API_BASE_URL with the bot token."""
     base = settings.telegram_api_base_url
-    application = (
+    return (
         Application.builder()
         .token(settings.require_token())
         .base_url(f"{base}/bot")
         .base_file_url(f"{base}/file/bot")
-        .updater(None)
-        .build()
     )
+
+
+def with_handlers(application: Application, settings: Settings) -> Application:
+    """The bot's settings and handler table on a built application."""
     application.bot_data["settings"] = settings
     add_handlers(application)
     return application
+
+
+def build_application(settings: Settings) -> Application:
+    """An Application without an Updater: updates come from our inbox, not from PTB."""
+    return with_handlers(application_builder(settings).updater(None).build(), settings)
 
 
 def add_handlers(application: Application) -> None:
