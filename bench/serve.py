@@ -3,8 +3,9 @@
 Exactly what `ops/serve.py` does (same factory `sosekni.app.create_app`, same Sanic worker
 model), plus, when asked through the environment (each Sanic worker reads it):
 
-* ``BENCH_LIFT_LIMITS=1``: the outbox sender's rate limiter (30 messages/s overall, 1/s per
-  chat, Telegram's limits) is lifted, to measure the pipeline rather than the policy;
+* ``BENCH_LIFT_LIMITS=1``: the app gets a `DeliveryPolicy` with Telegram's limits (30
+  messages/s overall, 1/s per chat, 20/min per group) lifted, to measure the pipeline rather
+  than the policy;
 * ``BENCH_PROFILE=PREFIX``: pyinstrument samples each worker from server start to stop and
   writes ``PREFIX-<pid>.txt`` (and ``.html``);
 * ``BENCH_SQL_COUNTS=PREFIX``: every statement sent through asyncpg (including transaction
@@ -29,12 +30,6 @@ from sanic import Sanic
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
-
-
-def _lift_limits() -> None:
-    from sosekni.delivery import outbox
-
-    outbox.RateLimiter.__init__.__defaults__ = (1e9, 1e9, 10**9)
 
 
 def _count_sql(app: Sanic, prefix: str) -> None:
@@ -80,10 +75,10 @@ def _profile(app: Sanic, prefix: str) -> None:
 def create_bench_app() -> Sanic:
     """`sosekni.app.create_app()` with the instruments the environment asks for."""
     from sosekni.app import create_app
+    from sosekni.delivery.policy import DEFAULT_POLICY
 
-    if os.environ.get("BENCH_LIFT_LIMITS") == "1":
-        _lift_limits()
-    app = create_app()
+    lifted = os.environ.get("BENCH_LIFT_LIMITS") == "1"
+    app = create_app(policy=DEFAULT_POLICY.lifted() if lifted else DEFAULT_POLICY)
     if prefix := os.environ.get("BENCH_SQL_COUNTS"):
         _count_sql(app, prefix)
     if prefix := os.environ.get("BENCH_PROFILE"):

@@ -19,6 +19,7 @@ from sosekni.bot import ALLOWED_UPDATES
 from sosekni.config import Settings, load_settings
 from sosekni.db import as_utc, is_unavailable, sql, utcnow
 from sosekni.delivery import inbox
+from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
 from sosekni.metrics import metrics, shared_array
 from sosekni.metrics import use as use_metrics
 from sosekni.runtime import Runtime
@@ -33,7 +34,7 @@ INBOX_STALE = timedelta(minutes=5)
 OUTBOX_STALE = timedelta(minutes=15)
 
 
-def create_app(settings: Settings | None = None) -> Sanic:
+def create_app(settings: Settings | None = None, policy: DeliveryPolicy = DEFAULT_POLICY) -> Sanic:
     """The webhook app; each Sanic worker builds its own Runtime in its listeners."""
     if settings is None:
         settings = load_settings(need_token=True, need_webhook_secret=True)
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     @app.before_server_start
     async def open_runtime(app: Sanic) -> None:
         use_metrics(getattr(app.shared_ctx, "metrics", None))
-        app.ctx.runtime = Runtime(settings)
+        app.ctx.runtime = Runtime(settings, policy=policy)
         await app.ctx.runtime.start()
 
     @app.after_server_stop

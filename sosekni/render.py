@@ -7,12 +7,16 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sosekni.tables import APPROVED
+from sosekni.tables import APPROVED, PENDING
 from sosekni.texts import text
 
 MESSAGE_MAX = 4096  # characters Telegram accepts in one message, after its HTML is parsed
 REASON_IN_CARD_MAX = 500
 REASON_IN_MESSAGE_MAX = 3000
+NAME_IN_DIGEST_MAX = 64
+REASON_IN_DIGEST_MAX = 100
+# How much of each request's text a digest shows: the first length that fits one message.
+DIGEST_EXCERPTS = (200, 120, 60, 20, 0)
 _TAG = re.compile(r"<[^>]*>")
 
 
@@ -61,11 +65,7 @@ def outcome_card(request: dict[str, Any], language: str) -> str:
     """The card once decided: the request, the outcome and who decided, no buttons."""
     key = "admin_outcome_approved" if request["status"] == APPROVED else "admin_outcome_rejected"
     outcome = text(
-        language,
-        key,
-        admin=html.escape(clip(request.get("admin_name") or "", 100))
-        or str(request.get("admin_telegram_id")),
-        responded=when(request.get("responded_at")),
+        language, key, admin=_decider(request), responded=when(request.get("responded_at"))
     )
     if request.get("reason"):
         reason = clip(request["reason"], REASON_IN_CARD_MAX)
@@ -85,3 +85,76 @@ def decision_keyboard(request_id: int, language: str) -> dict[str, Any]:
             ]
         ]
     }
+
+
+def _decider(request: dict[str, Any]) -> str:
+    return html.escape(clip(request.get("admin_name") or "", 100)) or str(
+        request.get("admin_telegram_id")
+    )
+
+
+def digest_block(request: dict[str, Any], language: str, excerpt: int) -> str:
+    """One request in a digest: number, client, username, time, the start of its text, and
+    the outcome once decided."""
+    username = request.get("client_username")
+    name = clip(request["client_first_name"] or "", NAME_IN_DIGEST_MAX)
+    block = text(
+        language,
+        "digest_block",
+        id=request["id"],
+        client_link=client_link(request["client_telegram_id"], name),
+        username=f"@{html.escape(username)}" if username else text(language, "no_username"),
+        submitted=when(request["submitted_at"]),
+    )
+    if excerpt:
+        block += "\n" + html.escape(clip(request["text"], excerpt))
+    if request["status"] != PENDING:
+        key = "approved" if request["status"] == APPROVED else "rejected"
+        block += "\n" + text(
+            language,
+            f"digest_outcome_{key}",
+            admin=_decider(request),
+            responded=when(request.get("responded_at")),
+        )
+        if request.get("reason"):
+            reason = html.escape(clip(request["reason"], REASON_IN_DIGEST_MAX))
+            block += text(language, "admin_outcome_reason", reason=reason)
+    return block
+
+
+def digest_text(requests: list[dict[str, Any]], language: str, *, reminder: bool = False) -> str:
+    """Several requests in one message (HTML): a header, then one block per request.
+
+    Each request's text is cut to the longest excerpt with which the whole fits Telegram.
+    """
+    waiting = sum(1 for r in requests if r["status"] == PENDING)
+    if waiting < len(requests):
+        header = text(language, "digest_header_progress", count=len(requests), waiting=waiting)
+    else:
+        key = "digest_header_reminder" if reminder else "digest_header"
+        header = text(language, key, count=len(requests))
+    for excerpt in DIGEST_EXCERPTS:
+        body = "\n\n".join(digest_block(r, language, excerpt) for r in requests)
+        message = f"{header}\n\n{body}"
+        if visible_length(message) <= MESSAGE_MAX:
+            break
+    return message
+
+
+def digest_keyboard(requests: list[dict[str, Any]], language: str) -> dict[str, Any] | None:
+    """A row of ✅ #N / ❌ #N per request still pending; None when none is."""
+    rows = [
+        [
+            {
+                "text": text(language, "digest_button_approve", id=r["id"]),
+                "callback_data": f"approve:{r['id']}",
+            },
+            {
+                "text": text(language, "digest_button_reject", id=r["id"]),
+                "callback_data": f"reject:{r['id']}",
+            },
+        ]
+        for r in requests
+        if r["status"] == PENDING
+    ]
+    return {"inline_keyboard": rows} if rows else None

@@ -16,6 +16,7 @@ from sosekni.db import bind, close_pool, engine_for, is_unavailable, open_pool
 from sosekni.delivery.inbox import InboxWorker
 from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
+from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
 from sosekni.delivery.reminders import ReminderLoop
 from sosekni.services import admins
 
@@ -29,18 +30,22 @@ class Runtime:
     database is down) and a bootstrap task keeps trying until both are reachable.
     """
 
-    def __init__(self, settings: Settings, pool_size: int = 10) -> None:
+    def __init__(
+        self, settings: Settings, pool_size: int = 10, policy: DeliveryPolicy = DEFAULT_POLICY
+    ) -> None:
         self.settings = settings
         self.engine = engine_for(settings.database_url)
         bind(self.engine)
         self.pool_size = pool_size
         self.application: Application = build_application(settings)
         self.ready = asyncio.Event()
-        self.inbox = InboxWorker(self.application, ready=self.ready)
+        self.policy = policy
+        self.inbox = InboxWorker(self.application, policy, ready=self.ready)
         self.outbox = OutboxSender(
-            self.application.bot,
+            self.application.bot.base_url,
             settings.default_language,
             lease_for(settings.database_url),
+            policy,
             ready=self.ready,
         )
         self.reminders = ReminderLoop(

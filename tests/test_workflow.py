@@ -355,7 +355,8 @@ async def test_text_reply_that_is_no_decision_gets_a_hint(world: World) -> None:
     olga = world.admins[0]
     await world.send(message(olga, "maybe later?", reply_to=await world.copy(olga, request_id)))
     assert world.last_text(olga["id"]) == (
-        "Reply to a request with Approve, Reject, or Reject: &lt;reason&gt;."
+        "Reply to a request with Approve, Reject, or Reject: &lt;reason&gt;. On a message "
+        "listing several requests, name the request: Approve 12, Reject 12: &lt;reason&gt;."
     )
     assert (await world.request_row(request_id))["status"] == "pending"
 
@@ -407,14 +408,16 @@ async def test_pending_lists_oldest_first_with_buttons(world: World) -> None:
     await world.send(message(olga, "/pending"))
     sent = world.tg.calls("sendMessage", chat_id=olga["id"])
     assert sent[0].params["text"] == "2 request(s) waiting for a decision, oldest first:"
-    cards = sent[1:]
-    assert [f"#{ids[0]}" in cards[0].params["text"], f"#{ids[2]}" in cards[1].params["text"]] == [
-        True,
-        True,
-    ]
-    assert keyboard(cards[0].params) == [
-        ("Approve", f"approve:{ids[0]}"),
-        ("Reject", f"reject:{ids[0]}"),
+    (digest,) = sent[1:]  # the two waiting requests in one message, oldest first
+    text = digest.params["text"]
+    assert text.startswith("📥 <b>2 new requests</b>")
+    assert text.index(f"<b>#{ids[0]}</b>") < text.index(f"<b>#{ids[2]}</b>")
+    assert f"#{ids[1]}" not in text
+    assert keyboard(digest.params) == [
+        (f"✅ #{ids[0]}", f"approve:{ids[0]}"),
+        (f"❌ #{ids[0]}", f"reject:{ids[0]}"),
+        (f"✅ #{ids[2]}", f"approve:{ids[2]}"),
+        (f"❌ #{ids[2]}", f"reject:{ids[2]}"),
     ]
 
 

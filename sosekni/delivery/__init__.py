@@ -28,6 +28,13 @@ class BackgroundLoop:
     async def run_once(self) -> int:
         raise NotImplementedError
 
+    def idle_timeout(self) -> float:
+        """How long to wait for a wakeup when the last round found nothing to do."""
+        return self.poll_interval_s
+
+    async def finish(self) -> None:
+        """Called once when the loop ends."""
+
     async def run(self) -> None:
         if self.ready is not None and not await self._until_ready():
             return
@@ -47,7 +54,8 @@ class BackgroundLoop:
                 self.log.info("%s: database reachable again", self.name)
             failures = 0
             if not worked:
-                await self.wakeup.wait(self.poll_interval_s)
+                await self.wakeup.wait(self.idle_timeout())
+        await self.finish()
 
     async def _until_ready(self) -> bool:
         """Wait for start-up to finish; False when stopped before it did."""

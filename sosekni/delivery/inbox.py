@@ -25,6 +25,7 @@ from telegram.ext import Application
 
 from sosekni.db import current_engine, is_postgres, sql, utcnow
 from sosekni.delivery import BackgroundLoop
+from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
 from sosekni.logs import log_context
 from sosekni.metrics import metrics
 from sosekni.services.work import Claim, ClaimLost, Wakeup, current_claim
@@ -32,11 +33,6 @@ from sosekni.services.work import Claim, ClaimLost, Wakeup, current_claim
 log = logging.getLogger(__name__)
 
 inbox_ready = Wakeup()
-
-LEASE = timedelta(seconds=60)
-MAX_ATTEMPTS = 5
-BATCH = 32
-POLL_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -130,7 +126,7 @@ async def store(update_id: int, payload: str, kind: str, chat_id: int | None) ->
     return bool(rows)
 
 
-async def claim(batch: int = BATCH) -> list[dict[str, Any]]:
+async def claim(policy: DeliveryPolicy = DEFAULT_POLICY) -> list[dict[str, Any]]:
     """Take due updates (new, or abandoned by a dead worker), oldest first, one per chat."""
     now = utcnow()
     token = str(uuid.uuid4())
@@ -145,10 +141,10 @@ async def claim(batch: int = BATCH) -> list[dict[str, Any]]:
         f"ORDER BY i.id LIMIT {{}}{skip_locked}) "
         "RETURNING id, update_id, payload, attempts, claim_token",
         token,
-        now + LEASE,
+        now + timedelta(seconds=policy.inbox_lease_s),
         now,
         now,
-        batch,
+        policy.inbox_batch,
     )
     return sorted(rows, key=lambda r: r["id"])
 
@@ -163,11 +159,11 @@ async def _finish_without_effect(row: dict[str, Any]) -> None:
     )
 
 
-async def _release(row: dict[str, Any], error: BaseException) -> None:
-    """Put a failed update back for a later attempt, or give up after MAX_ATTEMPTS."""
+async def _release(row: dict[str, Any], error: BaseException, policy: DeliveryPolicy) -> None:
+    """Put a failed update back for a later attempt, or give up after `inbox_max_attempts`."""
     attempts = int(row["attempts"])
     reason = f"{type(error).__name__}: {error}"[:2000]
-    if attempts >= MAX_ATTEMPTS:
+    if attempts >= policy.inbox_max_attempts:
         log.error("update %s failed %d times, giving up: %s", row["update_id"], attempts, reason)
         await sql(
             "UPDATE inbox_update SET status = 'failed', error = {}, claim_token = NULL, "
@@ -178,7 +174,7 @@ async def _release(row: dict[str, Any], error: BaseException) -> None:
             row["claim_token"],
         )
         return
-    delay = min(2**attempts, 60) * (0.5 + random.random() / 2)
+    delay = min(policy.backoff(attempts + 1, random.random()), 60.0)
     log.warning(
         "update %s failed (attempt %d), retrying in %.1fs: %s",
         row["update_id"],
@@ -205,7 +201,9 @@ async def on_handler_error(update: object, context: Any) -> None:
         log.error("handler failed outside the inbox", exc_info=context.error)
 
 
-async def process(application: Application, row: dict[str, Any]) -> None:
+async def process(
+    application: Application, row: dict[str, Any], policy: DeliveryPolicy = DEFAULT_POLICY
+) -> None:
     """Run one claimed update through the PTB application."""
     claim_ = Claim(row_id=row["id"], update_id=row["update_id"], token=row["claim_token"])
     outcome = Outcome()
@@ -228,7 +226,7 @@ async def process(application: Application, row: dict[str, Any]) -> None:
         if isinstance(outcome.error, ClaimLost):
             log.info("update %s was already processed by another worker", row["update_id"])
         elif outcome.error is not None:
-            await _release(row, outcome.error)
+            await _release(row, outcome.error, policy)
         elif not claim_.finished:
             log.debug("update %s needed no action", row["update_id"])
             await _finish_without_effect(row)
@@ -240,14 +238,20 @@ class InboxWorker(BackgroundLoop):
     """The per-process loop that claims and processes stored updates."""
 
     name = "inbox"
-    poll_interval_s = POLL_INTERVAL_S
 
-    def __init__(self, application: Application, ready: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        application: Application,
+        policy: DeliveryPolicy = DEFAULT_POLICY,
+        ready: asyncio.Event | None = None,
+    ) -> None:
         super().__init__(inbox_ready, ready)
         self.application = application
+        self.policy = policy
+        self.poll_interval_s = policy.poll_interval_s
 
     async def run_once(self) -> int:
-        rows = await claim()
+        rows = await claim(self.policy)
         if rows:
-            await asyncio.gather(*(process(self.application, row) for row in rows))
+            await asyncio.gather(*(process(self.application, row, self.policy) for row in rows))
         return len(rows)

@@ -1,120 +1,43 @@
-"""The outbox sender: delivers queued Bot API calls with rate limits and retries.
+"""The outbox sender: delivers queued Bot API calls continuously, within Telegram's limits.
 
-Rows are claimed with a token and a lease (`FOR UPDATE SKIP LOCKED` on Postgres), one per
-chat at a time so a chat's messages keep their order. Only a call in flight when the
-process dies can be sent twice; every other row is either sent and marked or not sent.
+One process per database sends (`SenderLease`). It keeps the pending rows in memory
+(re-read in full every `poll_interval_s`, new rows as soon as they are announced), asks
+`schedule.plan` what may go now, claims exactly those rows with a token and a lease, and
+makes each call as its own task: a chat waiting for its pace, or a slow call, never holds
+back another chat. What a card or an edit says is rendered by `services.cards` when it
+leaves; what a delivery means for the workflow (the administrator's copy) is recorded there
+too. Only a call in flight when the process dies can be sent twice; every other row is
+either sent and marked or not sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import random
-import time
 import uuid
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
-from sosekni.db import (
-    current_engine,
-    is_postgres,
-    row_times,
-    sql,
-    transaction,
-    utcnow,
-)
+from sosekni.db import as_utc, is_unavailable, sql, transaction
 from sosekni.delivery import BackgroundLoop
 from sosekni.delivery.botapi import BotApi
 from sosekni.delivery.lease import SenderLease
-from sosekni.render import outcome_card
+from sosekni.delivery.policy import DEFAULT_POLICY, Clock, DeliveryPolicy, SystemClock
+from sosekni.delivery.schedule import EDIT, Item, Pacer, Unit, plan
+from sosekni.services import cards
+from sosekni.services.cards import Call
 from sosekni.services.work import outbox_ready
-from sosekni.tables import PENDING
 
 log = logging.getLogger(__name__)
 
-
-LEASE = timedelta(seconds=60)
-BATCH = 30
-POLL_INTERVAL_S = 0.5
-MAX_BACKOFF_S = 300.0
-GLOBAL_RATE = 30.0  # messages per second, all chats together
-CHAT_RATE = 1.0  # messages per second in one chat
-CHAT_BURST = 3
-LEASE_RETRY_S = 2.0
-
-
-class RateLimiter:
-    """Token buckets: about 30/s overall and 1/s per chat, with small bursts."""
-
-    def __init__(
-        self, rate: float = GLOBAL_RATE, chat_rate: float = CHAT_RATE, chat_burst: int = CHAT_BURST
-    ) -> None:
-        self.rate, self.chat_rate, self.chat_burst = rate, chat_rate, chat_burst
-        self._global = (float(rate), time.monotonic())
-        self._chats: dict[int, tuple[float, float]] = {}
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
-
-    def pause(self, seconds: float) -> None:
-        """Telegram said 429: nothing leaves this process until `seconds` have passed."""
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-
-    @staticmethod
-    def _take(bucket: tuple[float, float], rate: float, burst: float) -> tuple[float, float]:
-        tokens, stamp = bucket
-        now = time.monotonic()
-        tokens = min(burst, tokens + (now - stamp) * rate)
-        wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
-        return tokens, wait
-
-    async def acquire(self, chat_id: int | None) -> None:
-        while True:
-            async with self._lock:
-                now = time.monotonic()
-                wait = self._paused_until - now
-                g_tokens, g_wait = self._take(self._global, self.rate, self.rate)
-                c_tokens, c_wait = 1.0, 0.0
-                if chat_id is not None:
-                    bucket = self._chats.get(chat_id, (float(self.chat_burst), now))
-                    c_tokens, c_wait = self._take(bucket, self.chat_rate, self.chat_burst)
-                wait = max(wait, g_wait, c_wait)
-                if wait <= 0:
-                    self._global = (g_tokens - 1, now)
-                    if chat_id is not None:
-                        self._chats[chat_id] = (c_tokens - 1, now)
-                        if len(self._chats) > 10_000:
-                            self._forget_idle(now)
-                    return
-            await asyncio.sleep(wait)
-
-    def _forget_idle(self, now: float) -> None:
-        full = self.chat_burst / self.chat_rate
-        self._chats = {c: b for c, b in self._chats.items() if now - b[1] < full}
-
-
-async def claim(batch: int = BATCH) -> list[dict[str, Any]]:
-    """Take due messages (pending, or abandoned by a dead worker), oldest first, one per chat."""
-    now = utcnow()
-    skip_locked = " FOR UPDATE SKIP LOCKED" if is_postgres(current_engine()) else ""
-    rows = await sql(
-        "UPDATE outbox_message SET status = 'sending', claim_token = {}, locked_until = {}, "
-        "attempts = attempts + 1 WHERE id IN (SELECT m.id FROM outbox_message m WHERE "
-        "((m.status = 'pending' AND m.next_attempt_at <= {}) "
-        "OR (m.status = 'sending' AND m.locked_until < {})) "
-        "AND NOT EXISTS (SELECT 1 FROM outbox_message p WHERE p.chat_id = m.chat_id "
-        "AND p.id < m.id AND p.status IN ('pending', 'sending')) "
-        f"ORDER BY m.id LIMIT {{}}{skip_locked}) RETURNING *",
-        str(uuid.uuid4()),
-        now + LEASE,
-        now,
-        now,
-        batch,
-    )
-    return sorted(rows, key=lambda r: r["id"])
+DROPPED = "dropped"  # a card whose every request was decided before it could leave
 
 
 def retry_seconds(exc: RetryAfter) -> float:
@@ -123,44 +46,79 @@ def retry_seconds(exc: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def backoff(attempts: int) -> float:
-    """Exponential backoff with jitter: about 1, 2, 4 … seconds, at most five minutes."""
-    return min(MAX_BACKOFF_S, 2 ** max(attempts - 1, 0)) * (0.75 + random.random() / 2)
+def _moment(value: Any) -> float:
+    return as_utc(value).timestamp()
+
+
+def item_of(row: dict[str, Any]) -> Item:
+    """The planner's view of an outbox row."""
+    target = None
+    if row["purpose"] == EDIT and row.get("payload"):
+        message_id = json.loads(row["payload"]).get("message_id")
+        target = message_id if isinstance(message_id, int) else None
+    return Item(
+        id=int(row["id"]),
+        chat_id=None if row["chat_id"] is None else int(row["chat_id"]),
+        purpose=row["purpose"] or "",
+        due=_moment(row["next_attempt_at"]),
+        created=_moment(row["created_at"]),
+        target=target,
+    )
+
+
+def _ids(rows: list[dict[str, Any]]) -> tuple[str, list[int]]:
+    ids = [int(r["id"]) for r in rows]
+    return ", ".join("{}" for _ in ids), ids
 
 
 class OutboxSender(BackgroundLoop):
     """Delivers queued messages, in the one process that holds the sender lease."""
 
     name = "outbox"
-    poll_interval_s = POLL_INTERVAL_S
 
     def __init__(
         self,
-        bot: Bot,
+        base_url: str,
         admin_language: str,
         lease: SenderLease,
-        limiter: RateLimiter | None = None,
+        policy: DeliveryPolicy = DEFAULT_POLICY,
+        clock: Clock | None = None,
         ready: asyncio.Event | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(outbox_ready, ready)
-        self.bot = bot
-        self.api = BotApi(bot.base_url)
+        self.api = BotApi(base_url)
         self.admin_language = admin_language
         self.lease = lease
-        self.limiter = limiter or RateLimiter()
+        self.policy = policy
+        self.poll_interval_s = policy.poll_interval_s
+        self.clock: Clock = clock or SystemClock()
+        self.jitter = jitter
+        self.pacer = Pacer(policy)
         self.leading = False
-        self._next_try = 0.0
+        self.queue: dict[int, Item] = {}  # pending rows, by id
+        self.busy: set[int] = set()  # chats with a call in flight
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._next_try = -math.inf
+        self._last_full = -math.inf
+        self._last_look = -math.inf
+        self._seen = 0  # the highest id read so far
+        self._holes: set[int] = set()  # ids below `_seen` not committed when last read
+        self._wake_at = math.inf
+
+    # -- the lease
 
     async def _lead(self) -> bool:
-        """Hold the sender lease, or try to take it at most every LEASE_RETRY_S."""
+        """Hold the sender lease, or try to take it at most every `lease_retry_s`."""
         if self.leading and await self.lease.still_held():
             return True
         if self.leading:
             self.log.warning("outbox: lost the sender lease")
             self.leading = False
-        if time.monotonic() < self._next_try:
+        now = self.clock.time()
+        if now < self._next_try:
             return False
-        self._next_try = time.monotonic() + LEASE_RETRY_S
+        self._next_try = now + self.policy.lease_retry_s
         if not await self.lease.acquire():
             return False
         # The previous sender is gone: what it held is ours to send (only its in-flight
@@ -171,114 +129,222 @@ class OutboxSender(BackgroundLoop):
         )
         self.log.info("outbox: this worker sends now (%d message(s) taken over)", len(taken))
         self.leading = True
+        self.queue.clear()
+        self._last_full = -math.inf
         return True
+
+    # -- the loop
+
+    def idle_timeout(self) -> float:
+        wait = self._wake_at - self.clock.time()
+        return max(0.001, min(self.policy.poll_interval_s, wait))
 
     async def run_once(self) -> int:
         if not await self._lead():
+            self._wake_at = math.inf
             return 0
-        rows = await claim()
-        if rows:
-            await asyncio.gather(*(self.deliver(row) for row in rows))
-        return len(rows)
+        return await self.pump()
 
-    async def deliver(self, row: dict[str, Any]) -> None:
-        payload = json.loads(row["payload"])
-        if row["chat_id"] is not None:
-            payload["chat_id"] = row["chat_id"]
-        await self.limiter.acquire(row["chat_id"])
+    async def pump(self) -> int:
+        """Read what was queued, start every call that may go now; how many started."""
+        now = self.clock.time()
+        await self.look(now)
+        slots = self.policy.max_in_flight - len(self.tasks)
+        planned = plan(self.queue.values(), self.busy, self.pacer, self.policy, now, slots)
+        self._wake_at = planned.wake_at
+        if planned.units:
+            await self._start(planned.units, now)
+        return len(planned.units)
+
+    async def look(self, now: float, *, full: bool = False) -> None:
+        """Bring the in-memory queue up to date: everything pending every `poll_interval_s`,
+        else (at most every `refresh_min_s`) the rows added since the last look."""
+        full = full or now - self._last_full >= self.policy.poll_interval_s
+        if not full and now - self._last_look < self.policy.refresh_min_s:
+            return
+        columns = (
+            "SELECT id, chat_id, purpose, next_attempt_at, created_at, "
+            "CASE WHEN purpose = 'edit' THEN payload END AS payload FROM outbox_message "
+        )
+        if full:
+            rows = await sql(columns + "WHERE status = 'pending'")
+            self.queue = {int(r["id"]): item_of(r) for r in rows}
+            self._holes.clear()
+            self._last_full = now
+        else:
+            low = min(self._holes, default=self._seen)
+            rows = await sql(columns + "WHERE status = 'pending' AND id > {}", low)
+            for row in rows:
+                self.queue[int(row["id"])] = item_of(row)
+            found = {int(r["id"]) for r in rows}
+            self._holes = {h for h in self._holes if h not in found}
+            newest = max(found, default=self._seen)
+            # Ids handed out but not committed yet (a concurrent transaction): look again.
+            self._holes |= set(range(self._seen + 1, newest)) - found
+        self._seen = max([self._seen, *(int(r["id"]) for r in rows)])
+        self._last_look = now
+
+    async def _start(self, units: list[Unit], now: float) -> None:
+        wanted = [item.id for unit in units for item in unit.items]
+        token = str(uuid.uuid4())
+        marks = ", ".join("{}" for _ in wanted)
+        claimed = await sql(
+            "UPDATE outbox_message SET status = 'sending', claim_token = {}, locked_until = {}, "
+            f"attempts = attempts + 1 WHERE id IN ({marks}) AND status = 'pending' RETURNING *",
+            token,
+            self._at(now + self.policy.outbox_lease_s),
+            *wanted,
+        )
+        by_id = {int(r["id"]): r for r in claimed}
+        for unit in units:
+            rows = [by_id[item.id] for item in unit.items if item.id in by_id]
+            for item in unit.items:
+                self.queue.pop(item.id, None)
+            if not rows:
+                continue  # changed meanwhile (an operator, another sender): the next look
+            if unit.chat_id is not None:
+                self.busy.add(unit.chat_id)
+            task = asyncio.create_task(self._deliver(unit, rows), name=f"outbox-{rows[0]['id']}")
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.wakeup.set()
+
+    async def finish(self) -> None:
+        """Stopping: let the calls in flight end and be marked (a few seconds at most)."""
+        if self.tasks:
+            _, late = await asyncio.wait(set(self.tasks), timeout=5)
+            for task in late:
+                task.cancel()
+
+    # -- one call
+
+    async def _deliver(self, unit: Unit, rows: list[dict[str, Any]]) -> None:
         try:
-            result = await self.api.call(row["method"], payload)
+            call = await self._persist(lambda: self._compose(unit, rows))
+            if call is None:
+                await self._persist(lambda: self._finish(rows, DROPPED, "nothing left to act on"))
+                return
+            payload = dict(call.payload)
+            if unit.chat_id is not None:
+                payload["chat_id"] = unit.chat_id
+            outcome, detail = await self._call(call.method, payload, unit, rows)
+            if outcome == "sent":
+                await self._persist(lambda: self._sent(unit, rows, call, detail))
+            elif outcome == "failed":
+                await self._persist(lambda: self._finish(rows, "failed", detail))
+            else:
+                await self._persist(lambda: self._retry(rows, *detail))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: put the rows back for a later try
+            log.exception("outbox %s: unexpected error", [r["id"] for r in rows])
+            attempts = max(int(r["attempts"]) for r in rows)
+            with contextlib.suppress(Exception):
+                delay = self.policy.backoff(attempts, self.jitter())
+                await self._retry(rows, f"{type(exc).__name__}: {exc}", delay)
+        finally:
+            if unit.chat_id is not None:
+                self.busy.discard(unit.chat_id)
+
+    async def _compose(self, unit: Unit, rows: list[dict[str, Any]]) -> Call | None:
+        if unit.kind == "cards":
+            return await cards.compose_cards(rows, self.admin_language)
+        target = unit.items[0].target
+        if unit.kind == "edit" and target is not None and unit.chat_id is not None:
+            return await cards.compose_edit(unit.chat_id, target, rows, self.admin_language)
+        (row,) = rows
+        return Call(row["method"], json.loads(row["payload"]))
+
+    async def _call(
+        self, method: str, payload: dict[str, Any], unit: Unit, rows: list[dict[str, Any]]
+    ) -> tuple[str, Any]:
+        """Make the call: ("sent", result), ("failed", reason) or ("retry", (reason, delay))."""
+        attempts = max(int(r["attempts"]) for r in rows)
+        try:
+            return "sent", await self.api.call(method, payload)
         except RetryAfter as exc:
             delay = retry_seconds(exc)
-            self.limiter.pause(delay)
-            await self._retry(row, f"RetryAfter: {delay:g}s", delay)
+            self.pacer.refused(unit.chat_id, delay, self.clock.time())
+            return "retry", (f"RetryAfter: {delay:g}s", delay)
         except BadRequest as exc:
             if "message is not modified" in exc.message.lower():
-                await self._sent(row, None)
-            else:
-                await self._fail(row, f"BadRequest: {exc.message}")
+                return "sent", None
+            return "failed", f"BadRequest: {exc.message}"
         except Forbidden as exc:
-            await self._fail(row, f"Forbidden: {exc.message}")
+            return "failed", f"Forbidden: {exc.message}"
         except TelegramError as exc:
-            await self._retry(row, f"{type(exc).__name__}: {exc.message}", backoff(row["attempts"]))
+            reason = f"{type(exc).__name__}: {exc.message}"
         except Exception as exc:  # anything else is treated as transient: never drop a message
-            await self._retry(row, f"{type(exc).__name__}: {exc}", backoff(row["attempts"]))
-        else:
-            await self._sent(row, result)
+            reason = f"{type(exc).__name__}: {exc}"
+        return "retry", (reason, self.policy.backoff(attempts, self.jitter()))
 
-    async def _retry(self, row: dict[str, Any], reason: str, delay: float) -> None:
-        log.warning(
-            "outbox %s (%s) not sent, retry in %.1fs: %s", row["id"], row["method"], delay, reason
+    async def _persist(self, write: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a database step; while the database is unreachable, keep trying (the call it
+        records was made: giving up would send it again)."""
+        delay = 0.25
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                if not is_unavailable(exc) or self.stopping.is_set():
+                    raise
+                log.warning("outbox: database unavailable (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    # -- recording the outcome
+
+    def _at(self, moment: float) -> datetime:
+        return datetime.fromtimestamp(moment, UTC)
+
+    async def _sent(self, unit: Unit, rows: list[dict[str, Any]], call: Call, result: Any) -> None:
+        if unit.kind != "cards" or not isinstance(result, dict):
+            await self._finish(rows, "sent")  # one statement: no BEGIN/COMMIT
+            return
+        async with transaction():  # the mark and the administrators' copies together
+            await self._finish(rows, "sent")
+            await cards.delivered(rows, call, int(result["message_id"]), self.admin_language)
+
+    async def _finish(self, rows: list[dict[str, Any]], status: str, reason: str = "") -> None:
+        marks, ids = _ids(rows)
+        if status == "failed":
+            log.error(
+                "outbox %s (%s to %s) failed for good: %s",
+                ids,
+                rows[0]["method"],
+                rows[0]["chat_id"],
+                reason,
+            )
+        sent_at = self._at(self.clock.time()) if status == "sent" else None
+        await sql(
+            "UPDATE outbox_message SET status = {}, sent_at = {}, claim_token = NULL, "
+            f"last_error = {{}} WHERE id IN ({marks}) AND claim_token = {{}}",
+            status,
+            sent_at,
+            reason[:2000] or None,
+            *ids,
+            rows[0]["claim_token"],
         )
+
+    async def _retry(self, rows: list[dict[str, Any]], reason: str, delay: float) -> None:
+        marks, ids = _ids(rows)
+        log.warning(
+            "outbox %s (%s) not sent, retry in %.1fs: %s", ids, rows[0]["method"], delay, reason
+        )
+        due = self._at(self.clock.time() + delay)
         await sql(
             "UPDATE outbox_message SET status = 'pending', last_error = {}, claim_token = NULL, "
-            "next_attempt_at = {} WHERE id = {} AND claim_token = {}",
+            f"next_attempt_at = {{}} WHERE id IN ({marks}) AND claim_token = {{}}",
             reason[:2000],
-            utcnow() + timedelta(seconds=delay),
-            row["id"],
-            row["claim_token"],
+            due,
+            *ids,
+            rows[0]["claim_token"],
         )
-
-    async def _fail(self, row: dict[str, Any], reason: str) -> None:
-        log.error(
-            "outbox %s (%s to %s) failed for good: %s",
-            row["id"],
-            row["method"],
-            row["chat_id"],
-            reason,
-        )
-        await sql(
-            "UPDATE outbox_message SET status = 'failed', last_error = {}, claim_token = NULL "
-            "WHERE id = {} AND claim_token = {}",
-            reason[:2000],
-            row["id"],
-            row["claim_token"],
-        )
-
-    async def _sent(self, row: dict[str, Any], result: Any) -> None:
-        now = utcnow()
-        mark = (
-            "UPDATE outbox_message SET status = 'sent', sent_at = {}, claim_token = NULL, "
-            "last_error = NULL WHERE id = {} AND claim_token = {}"
-        )
-        if row["purpose"] not in ("notify", "remind") or not isinstance(result, dict):
-            await sql(mark, now, row["id"], row["claim_token"])  # one statement: no BEGIN/COMMIT
-            return
-        async with transaction():  # the mark and the administrator's copy together
-            await sql(mark, now, row["id"], row["claim_token"])
-            await self._record_notification(row, int(result["message_id"]), now)
-
-    async def _record_notification(self, row: dict[str, Any], message_id: int, now: Any) -> None:
-        """Remember an administrator's copy; if the request was decided meanwhile, edit it."""
-        lock = " FOR UPDATE" if is_postgres(current_engine()) else ""
-        found = await sql(f"SELECT * FROM client_request WHERE id = {{}}{lock}", row["request_id"])
-        await sql(
-            "INSERT INTO admin_notification (request_id, admin_telegram_id, chat_id, message_id, "
-            "created_at) VALUES ({}, {}, {}, {}, {}) ON CONFLICT DO NOTHING",
-            row["request_id"],
-            row["admin_telegram_id"] or row["chat_id"],
-            row["chat_id"],
-            message_id,
-            now,
-        )
-        if found and found[0]["status"] != PENDING:
-            request = row_times(found[0], "submitted_at", "responded_at")
-            payload = {
-                "message_id": message_id,
-                "text": outcome_card(request, self.admin_language),
-                "parse_mode": "HTML",
-            }
-            await sql(
-                "INSERT INTO outbox_message (method, chat_id, payload, purpose, request_id, "
-                "status, attempts, next_attempt_at, created_at) "
-                "VALUES ('editMessageText', {}, {}, 'edit', {}, 'pending', 0, {}, {})",
-                row["chat_id"],
-                json.dumps(payload, ensure_ascii=False),
-                row["request_id"],
-                now,
-                now,
-            )
-            outbox_ready.set()
+        for row in rows:
+            self.queue[int(row["id"])] = item_of({**row, "next_attempt_at": due})
 
     async def close(self) -> None:
         await self.lease.release()

@@ -13,18 +13,23 @@ from sosekni.services.requests import Answer
 from sosekni.tables import APPROVED, REJECTED
 
 CALLBACK_PATTERN = re.compile(r"^(approve|reject):(\d{1,18})$")
-_REPLY = re.compile(r"\s*(approve|reject)\s*(?::(?P<reason>.*))?", re.IGNORECASE | re.DOTALL)
+_REPLY = re.compile(
+    r"\s*(?P<word>approve|reject)(?:\s*#?(?P<id>\d{1,18})\b)?\s*(?::(?P<reason>.*))?",
+    re.IGNORECASE | re.DOTALL,
+)
 _REQUEST_NUMBER = re.compile(r"#(\d{1,18})")
 RESPONSES = {"approve": APPROVED, "reject": REJECTED}
 
 
-def parse_reply(text: str) -> tuple[str, str | None] | None:
-    """`Approve`, `Reject` or `Reject: reason` (any case) → (response, reason); else None."""
+def parse_reply(text: str) -> tuple[str, int | None, str | None] | None:
+    """`Approve`, `Reject`, `Reject: reason`, optionally naming a request (`Approve 12`,
+    `Reject #12: reason`), any case → (response, request number, reason); else None."""
     match = _REPLY.fullmatch(text)
     if match is None:
         return None
     reason = (match.group("reason") or "").strip() or None
-    return RESPONSES[match.group(1).lower()], reason
+    named = int(match.group("id")) if match.group("id") else None
+    return RESPONSES[match.group("word").lower()], named, reason
 
 
 async def decision_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -64,7 +69,7 @@ async def reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if replied.from_user is not None and replied.from_user.id == context.bot.id:
         found = _REQUEST_NUMBER.search(replied.text or "")
         hint_id = int(found.group(1)) if found else None
-    response, reason = parsed
+    response, named, reason = parsed
     await requests.decide_by_reply(
         person,
         chat_id_of(update),
@@ -73,6 +78,7 @@ async def reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         response,
         settings_of(context).default_language,
         reason,
+        named_id=named,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,10 +16,9 @@ from sosekni.render import (
     admin_card,
     clip,
     decision_keyboard,
-    outcome_card,
     when,
 )
-from sosekni.services import admins
+from sosekni.services import admins, cards
 from sosekni.services.work import UnitOfWork, unit_of_work
 from sosekni.tables import APPROVED, MAX_REQUEST_TEXT, PENDING, REJECTED
 from sosekni.texts import text
@@ -244,21 +242,30 @@ async def decide_by_reply(
     response: str,
     admin_language: str,
     reason: str | None = None,
+    named_id: int | None = None,
 ) -> Decided:
-    """A text reply `Approve` / `Reject[: reason]` to a notification."""
+    """A text reply `Approve` / `Reject[: reason]` to a notification, or `Approve 12` /
+    `Reject 12: reason` naming one request of a digest."""
     answer = Answer(chat_id=chat_id)
+    lang = admin.language
     async with unit_of_work() as work:
         if not await admins.is_active(admin.telegram_id):
-            _answer(work, answer, text(admin.language, "not_authorized"))
+            _answer(work, answer, text(lang, "not_authorized"))
             return Decided.NOT_AUTHORIZED
-        rows = await sql(
-            "SELECT request_id FROM admin_notification WHERE chat_id = {} AND message_id = {}",
-            chat_id,
-            replied_message_id,
-        )
-        request_id = int(rows[0]["request_id"]) if rows else request_id_hint
+        shown = await cards.members(chat_id, replied_message_id)
+        if named_id is not None:
+            if shown and named_id not in shown:
+                ids = ", ".join(f"#{n}" for n in shown)
+                _answer(work, answer, text(lang, "reply_wrong_request", id=named_id, ids=ids))
+                return Decided.NOT_FOUND
+            request_id: int | None = named_id
+        elif len(shown) > 1:
+            _answer(work, answer, text(lang, "digest_reply_hint", id=shown[0]))
+            return Decided.NOT_FOUND
+        else:
+            request_id = shown[0] if shown else request_id_hint
         if request_id is None:
-            _answer(work, answer, text(admin.language, "reply_unknown_request"))
+            _answer(work, answer, text(lang, "reply_unknown_request"))
             return Decided.NOT_FOUND
         return await _decide(work, admin, request_id, response, answer, admin_language, reason)
 
@@ -333,26 +340,8 @@ async def _decide(
     work.message(
         request["client_telegram_id"], client_message, purpose="decision", request_id=request_id
     )
-    outcome = outcome_card(request, admin_language)
-    copies = await sql(
-        "SELECT chat_id, message_id FROM admin_notification WHERE request_id = {} ORDER BY id",
-        request_id,
-    )
-    for copy in copies:
-        work.send(
-            "editMessageText",
-            {"message_id": copy["message_id"], "text": outcome, "parse_mode": "HTML"},
-            chat_id=copy["chat_id"],
-            purpose="edit",
-            request_id=request_id,
-        )
-    # Copies not sent yet go out already decided, without buttons.
-    await sql(
-        "UPDATE outbox_message SET payload = {} WHERE request_id = {} "
-        "AND purpose IN ('notify', 'remind') AND status = 'pending'",
-        json.dumps({"text": outcome, "parse_mode": "HTML"}, ensure_ascii=False),
-        request_id,
-    )
+    # Every copy shows the outcome; cards not sent yet leave without this request.
+    await cards.refresh_copies(work, request, admin_language)
     _answer(work, answer, text(lang, f"decided_{response}", id=request_id))
     return Decided.DECIDED
 

@@ -94,6 +94,14 @@ class UnitOfWork:
         payload = {"text": text, "parse_mode": "HTML", **extra.pop("payload", {})}
         self.send("sendMessage", payload, chat_id=chat_id, purpose=purpose, **extra)
 
+    async def insert(self) -> None:
+        """Write the queued calls to the outbox (inside the caller's transaction)."""
+        if self.messages:
+            await OutboxMessage.insert(*self.messages).run()
+            if is_postgres(current_engine()):
+                # Wakes the sender, which may be another process; delivered on commit.
+                await sql("SELECT pg_notify('sosekni_outbox', '')")
+
 
 async def finish_claim() -> None:
     """Mark the update being processed as done, inside the current transaction."""
@@ -117,11 +125,7 @@ async def unit_of_work() -> AsyncIterator[UnitOfWork]:
     work = UnitOfWork()
     async with transaction():
         yield work
-        if work.messages:
-            await OutboxMessage.insert(*work.messages).run()
-            if is_postgres(current_engine()):
-                # Wakes the sender, which may be another process; delivered on commit.
-                await sql("SELECT pg_notify('sosekni_outbox', '')")
+        await work.insert()
         await finish_claim()
     claim = current_claim.get()
     if claim is not None:

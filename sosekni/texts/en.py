@@ -11,7 +11,8 @@ TEXTS: dict[str, str] = {
     "help_admin": (
         "You are an administrator. /pending lists the requests waiting for a decision; "
         "tap Approve or Reject, or reply to a request with Approve, Reject or "
-        "Reject: reason."
+        "Reject: reason. Several requests at once come as one message with a row of "
+        "buttons each; reply to it with Approve 12 or Reject 12: reason."
     ),
     "request_usage": (
         "Please add your message after the command, e.g.\n"
@@ -70,7 +71,26 @@ TEXTS: dict[str, str] = {
         "I cannot tell which request this reply is about: reply to a request notification."
     ),
     "not_authorized": "You are not authorized to decide on requests.",
-    "reply_hint": "Reply to a request with Approve, Reject, or Reject: &lt;reason&gt;.",
+    "reply_hint": (
+        "Reply to a request with Approve, Reject, or Reject: &lt;reason&gt;. On a message "
+        "listing several requests, name the request: Approve 12, Reject 12: &lt;reason&gt;."
+    ),
+    "digest_reply_hint": (
+        "This message lists several requests: say which one, e.g. "
+        "<code>Approve {id}</code>, <code>Reject {id}</code> or "
+        "<code>Reject {id}: reason</code>."
+    ),
+    "reply_wrong_request": (
+        "Request #{id} is not in the message you replied to; its requests are {ids}."
+    ),
+    "digest_header": "📥 <b>{count} new requests</b>",
+    "digest_header_reminder": "⏰ <b>{count} requests still waiting for a decision</b>",
+    "digest_header_progress": "📥 <b>{count} requests</b> · {waiting} waiting",
+    "digest_block": "<b>#{id}</b> · {client_link} · {username} · {submitted}",
+    "digest_outcome_approved": "✅ <b>Approved</b> by {admin} at {responded}",
+    "digest_outcome_rejected": "❌ <b>Rejected</b> by {admin} at {responded}",
+    "digest_button_approve": "✅ #{id}",
+    "digest_button_reject": "❌ #{id}",
     "pending_none": "No requests are waiting for a decision.",
     "pending_header": "{count} request(s) waiting for a decision, oldest first:",
     "pending_more": "…and {count} more. Decide these first, then send /pending again.",

@@ -11,7 +11,8 @@ TEXTS: dict[str, str] = {
     "help_admin": (
         "Вы администратор. /pending покажет запросы, ожидающие решения; нажмите "
         "Approve или Reject или ответьте на запрос словом Approve, Reject или "
-        "Reject: причина."
+        "Reject: причина. Несколько запросов сразу приходят одним сообщением с рядом "
+        "кнопок для каждого; ответьте на него Approve 12 или Reject 12: причина."
     ),
     "request_usage": (
         "Пожалуйста, добавьте сообщение после команды, например\n"
@@ -71,7 +72,26 @@ TEXTS: dict[str, str] = {
         "Не понимаю, к какому запросу относится ответ: ответьте на уведомление о запросе."
     ),
     "not_authorized": "У вас нет прав принимать решения по запросам.",
-    "reply_hint": "Ответьте на запрос словом Approve, Reject или Reject: &lt;причина&gt;.",
+    "reply_hint": (
+        "Ответьте на запрос словом Approve, Reject или Reject: &lt;причина&gt;. В сообщении "
+        "с несколькими запросами укажите номер: Approve 12, Reject 12: &lt;причина&gt;."
+    ),
+    "digest_reply_hint": (
+        "В этом сообщении несколько запросов: укажите номер, например "
+        "<code>Approve {id}</code>, <code>Reject {id}</code> или "
+        "<code>Reject {id}: причина</code>."
+    ),
+    "reply_wrong_request": (
+        "Запроса #{id} нет в сообщении, на которое вы ответили; в нём запросы {ids}."
+    ),
+    "digest_header": "📥 <b>Новых запросов: {count}</b>",
+    "digest_header_reminder": "⏰ <b>Всё ещё ждут решения: {count}</b>",
+    "digest_header_progress": "📥 <b>Запросов: {count}</b> · ждут решения: {waiting}",
+    "digest_block": "<b>#{id}</b> · {client_link} · {username} · {submitted}",
+    "digest_outcome_approved": "✅ <b>Одобрено</b>: {admin}, {responded}",
+    "digest_outcome_rejected": "❌ <b>Отклонено</b>: {admin}, {responded}",
+    "digest_button_approve": "✅ #{id}",
+    "digest_button_reject": "❌ #{id}",
     "pending_none": "Нет запросов, ожидающих решения.",
     "pending_header": "Запросов, ожидающих решения: {count}; сначала самые старые:",
     "pending_more": "…и ещё {count}. Решите эти и снова отправьте /pending.",

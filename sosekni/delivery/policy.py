@@ -1,0 +1,73 @@
+"""How fast and how patiently the bot delivers: every pace, backoff and lease in one object.
+
+The loops take a `DeliveryPolicy` instead of reading module constants, so tests and the
+benchmark change timing by passing another policy, never by patching code. The defaults
+are Telegram's published limits: about 30 messages a second overall, about one a second in
+one chat (with a short burst), 20 a minute in a group.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Seconds since the epoch; the system clock in production, a fake one in tests."""
+
+    def time(self) -> float: ...
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    # Telegram's limits, kept by the outbox sender for the whole service.
+    messages_per_second: int = 30  # chat messages (sent or edited) in any one-second window
+    chat_rate: float = 1.0  # messages a second in one chat, once its burst is spent
+    chat_burst: int = 3
+    group_per_minute: int = 20  # in any 60-second window, in one group chat
+    # Administrators' cards: several waiting for one chat go out as one digest.
+    digest_max: int = 10  # requests in one digest message
+    digest_wait_s: float = 0.5  # a lone card waits this long for company before it goes
+    # Retries.
+    backoff_base_s: float = 1.0
+    max_backoff_s: float = 300.0
+    # 429s from this many chats within `flood_window_s` mean a bot-wide limit: pause all.
+    flood_chats: int = 3
+    flood_window_s: float = 1.0
+    # Leases, polling and concurrency.
+    outbox_lease_s: float = 60.0  # a claimed message is another sender's after this long
+    inbox_lease_s: float = 60.0
+    lease_retry_s: float = 2.0  # how often a worker that does not send tries to take over
+    poll_interval_s: float = 0.5  # a full look at the queue, even without a wakeup
+    refresh_min_s: float = 0.02  # at most this often a look for newly queued messages
+    max_in_flight: int = 64  # Bot API calls at once (the HTTP pool's size)
+    inbox_max_attempts: int = 5
+    inbox_batch: int = 32
+
+    def backoff(self, attempts: int, jitter: float = 0.5) -> float:
+        """Seconds before the next try after `attempts` tries: 1, 2, 4 … with ±25 % jitter.
+
+        `jitter` is a number in [0, 1) (random in production, fixed in tests).
+        """
+        base = min(self.max_backoff_s, self.backoff_base_s * 2 ** max(attempts - 1, 0))
+        return min(self.max_backoff_s, base * (0.75 + jitter / 2))
+
+    def lifted(self) -> DeliveryPolicy:
+        """Telegram's limits lifted (for the benchmark: the pipeline, not the policy)."""
+        return replace(
+            self,
+            messages_per_second=10**9,
+            chat_rate=1e9,
+            chat_burst=10**9,
+            group_per_minute=10**9,
+            digest_wait_s=0.0,
+        )
+
+
+DEFAULT_POLICY = DeliveryPolicy()
