@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench import burst as bench_burst
 from bench import run as bench_run
 
 EXPECTED_ROW_KEYS = {
@@ -73,3 +74,49 @@ async def _databases_named(dsn: str, pattern: str) -> list[str]:
     finally:
         await conn.close()
     return [r["datname"] for r in rows]
+
+
+BURST_RUN_KEYS = {
+    "last_confirmation_s",
+    "confirmation_floor_s",
+    "tap_answered_p50_s",
+    "tap_answered_p99_s",
+    "client_outcome_p50_s",
+    "client_outcome_p99_s",
+    "other_admin_lag_p50_s",
+    "other_admin_lag_p99_s",
+    "draining_messages_per_s",
+    "max_messages_in_1s",
+}
+
+
+def test_the_burst_scenario_runs_and_reports(postgres_admin_dsn: str, tmp_path: Path) -> None:
+    """Scenario `burst` with 5 clients on this tree: every request shown to both, decided."""
+    prefix = tmp_path / "burst"
+    report = bench_burst.main(
+        ["--n", "5", "--pg", postgres_admin_dsn, "--out", str(prefix), "--drain", "30"]
+    )
+    saved = json.loads(Path(f"{prefix}.json").read_text())
+    assert saved["markdown"] == Path(f"{prefix}.md").read_text()
+    assert "| current | 5 |" in saved["markdown"]
+
+    [run] = report["runs"]
+    assert BURST_RUN_KEYS <= set(run)
+    for key in BURST_RUN_KEYS:
+        assert run[key] is not None, key
+    assert run["stored"] == 5
+    assert run["missing_confirmations"] == 0
+    for admin in ("1001", "1002"):
+        figures = run["admins"][admin]
+        assert figures["shown"] == 5 and figures["not_shown"] == 0, figures
+        assert figures["all_shown_s_after_last_stored"] is not None
+        assert figures["send_messages_request_phase"] > 0
+    assert run["approved"] == 5, run["decided"]
+    assert run["tap_answered_missing"] == 0
+    assert run["client_outcome_missing"] == 0
+    assert run["other_admin_lag_missing"] == 0
+    assert run["errors"] == 0
+    [row] = report["rows"]
+    assert row["missing_max"] == 0
+    left = asyncio.run(_databases_named(postgres_admin_dsn, f"sosekni_bench_{report['db_tag']}_%"))
+    assert left == []

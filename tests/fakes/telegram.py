@@ -537,6 +537,18 @@ class FakeTelegram:
             if call.status == HTTPStatus.OK
         ]
 
+    def shown_requests(self, chat_id: int) -> list[int]:
+        """Request numbers offered for a decision (``approve:<id>`` buttons) by the successful
+        ``sendMessage`` calls to ``chat_id``, in order: a card shows one, a digest several."""
+        return [
+            int(button["callback_data"].split(":", 1)[1])
+            for call in self.calls("sendMessage", chat_id)
+            if call.status == HTTPStatus.OK
+            for row in (call.params.get("reply_markup") or {}).get("inline_keyboard", [])
+            for button in row
+            if str(button.get("callback_data", "")).startswith("approve:")
+        ]
+
     def summary(self, last: int = 50) -> str:
         """A readable list of the last ``last`` recorded calls (used in failure messages)."""
         recorded = self.calls()
