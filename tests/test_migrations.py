@@ -38,7 +38,7 @@ APP_TABLES = {
 }
 RULE_INDEXES = {
     "client_request_one_pending",
-    "admin_notification_message",
+    "admin_notification_copy",
     "inbox_update_due",
     "outbox_message_due",
 }

@@ -71,6 +71,11 @@ def _ids(rows: list[dict[str, Any]]) -> tuple[str, list[int]]:
     return ", ".join("{}" for _ in ids), ids
 
 
+def _names(rows: list[dict[str, Any]]) -> str:
+    """Row ids for a log line: `12`, or `12,13,14` for a digest."""
+    return ",".join(str(r["id"]) for r in rows)
+
+
 class OutboxSender(BackgroundLoop):
     """Delivers queued messages, in the one process that holds the sender lease."""
 
@@ -240,7 +245,7 @@ class OutboxSender(BackgroundLoop):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: put the rows back for a later try
-            log.exception("outbox %s: unexpected error", [r["id"] for r in rows])
+            log.exception("outbox %s: unexpected error", _names(rows))
             attempts = max(int(r["attempts"]) for r in rows)
             with contextlib.suppress(Exception):
                 delay = self.policy.backoff(attempts, self.jitter())
@@ -313,7 +318,7 @@ class OutboxSender(BackgroundLoop):
         if status == "failed":
             log.error(
                 "outbox %s (%s to %s) failed for good: %s",
-                ids,
+                _names(rows),
                 rows[0]["method"],
                 rows[0]["chat_id"],
                 reason,
@@ -332,7 +337,11 @@ class OutboxSender(BackgroundLoop):
     async def _retry(self, rows: list[dict[str, Any]], reason: str, delay: float) -> None:
         marks, ids = _ids(rows)
         log.warning(
-            "outbox %s (%s) not sent, retry in %.1fs: %s", ids, rows[0]["method"], delay, reason
+            "outbox %s (%s) not sent, retry in %.1fs: %s",
+            _names(rows),
+            rows[0]["method"],
+            delay,
+            reason,
         )
         due = self._at(self.clock.time() + delay)
         await sql(
