@@ -182,3 +182,26 @@ async def test_first_decision_wins_under_20_taps_across_two_digests_and_a_card(
     for admin, on in places:  # every copy: both digests and the single card
         assert f"<b>{word}</b>" in latest_text(tg, admin["id"], on["message_id"])
         assert f"approve:{target}" not in buttons(tg, admin["id"], on["message_id"])
+
+
+async def test_a_burst_delivered_twice_over_has_one_effect(
+    bot: tuple[BotServer, Db, FakeTelegram],
+) -> None:
+    server, db, tg = bot
+    olga, ivan = await two_admins(db)
+    clients = [user(next_id(), f"Client {n}", None) for n in range(12)]
+    updates = [message(c, f"/request Plot {n}") for n, c in enumerate(clients)]
+    await post_all(server, updates + updates + updates)  # Telegram redelivers everything
+    await db.settle(timeout=60)
+    ids = sorted(int(r["id"]) for r in await db.fetch("SELECT id FROM client_request"))
+    assert len(ids) == 12
+    for admin in (olga, ivan):
+        assert sorted(tg.shown_requests(admin["id"])) == ids
+    taps = [callback(olga, f"approve:{rid}", await digest_of(db, olga, rid)) for rid in ids]
+    await post_all(server, taps + taps)
+    await db.settle(timeout=60)
+    assert await db.value("SELECT count(*) FROM client_request WHERE status = 'approved'") == 12
+    assert len(tg.calls("answerCallbackQuery")) == 12  # a redelivered tap is not processed again
+    for client in clients:
+        texts = tg.sent_texts(client["id"])
+        assert len(texts) == 2 and texts[1].startswith("Good news"), texts

@@ -322,3 +322,23 @@ async def test_text_replies_to_a_digest_name_the_request(
     assert "Reason: no plot" in edit.params["text"]
     assert edit.params["text"].startswith("📥 <b>3 requests</b> · 2 waiting")
     del digest
+
+
+async def test_a_telegram_outage_during_a_burst_delays_digests_and_loses_or_doubles_nothing(
+    sender: OutboxSender, telegram: FakeTelegram
+) -> None:
+    telegram.fail_next(1000, status=502)  # Telegram is down
+    ids = await submit_many(12)
+    await run_for(sender, 20.0, step=0.5)  # retries back off: 1, 2, 4, 8 s …
+    failures = len(telegram.calls("sendMessage"))
+    assert failures > 14 and all(c.status == 502 for c in telegram.calls("sendMessage"))
+    assert not await sql("SELECT id FROM outbox_message WHERE status <> 'pending'")
+
+    telegram.recover()
+    await run_for(sender, 40.0, step=0.5)
+    statuses = await sql("SELECT status, count(*) AS n FROM outbox_message GROUP BY status")
+    assert {r["status"]: r["n"] for r in statuses} == {"sent": 12 + 2 * 12}
+    for admin in ADMINS:
+        assert sorted(telegram.shown_requests(admin)) == ids  # each once, none lost
+    for n in range(12):
+        assert len(telegram.sent_texts(50_000 + n)) == 1
