@@ -6,7 +6,16 @@ the arrival time (``time.time()``), the method, the chat id, the callback query 
 first characters of the text. The benchmark reads the records over HTTP:
 
 * ``GET /bench/calls?since=N`` → ``{"total": T, "calls": [[t, method, chat_id, cbq_id, text], …]}``
+* ``GET /bench/details?since=N`` → ``{"total": T, "calls": [[t, method, chat_id, message_id,
+  cbq_id, text_ids, button_ids, has_markup, text], …]}``: the same calls, one record each in
+  the same order, plus the message_id answered for a sendMessage (or the one edited), the
+  numbers after ``#`` in the whole text (``text_ids``), the request ids of the
+  ``approve:<id>`` buttons of ``reply_markup`` (``button_ids``) and whether a reply_markup
+  was given at all;
 * ``POST /bench/reset`` → forget every record.
+
+A sendMessage gets the next message_id of its chat (1, 2, 3 … per chat, as Telegram numbers
+a private chat's messages); an edit answers with the message_id it was given.
 
 Run: ``python -m bench.fakeapi --port 8081`` (prints ``listening on PORT`` once ready).
 """
@@ -16,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,12 +43,17 @@ BOT_USER = {
     "supports_inline_queries": False,
 }
 TEXT_KEEP = 48
+_TEXT_ID = re.compile(r"#(\d+)")
+_APPROVE = re.compile(r"^approve:(\d+)$")
+
+Detail = tuple[float, str, int | None, int | None, str | None, list[int], list[int], bool, str]
 
 
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[float, str, int | None, str | None, str]] = []
-        self.message_id = 0
+        self.details: list[Detail] = []
+        self.message_ids: dict[int | None, int] = {}
 
     def answer(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
         now = time.time()
@@ -48,16 +63,23 @@ class Recorder:
         params = _params(body, content_type)
         chat = params.get("chat_id")
         chat_id = int(chat) if chat is not None and str(chat).lstrip("-").isdigit() else None
-        text = str(params.get("text") or "")[:TEXT_KEEP]
+        full_text = str(params.get("text") or "")
+        text = full_text[:TEXT_KEEP]
         cbq = params.get("callback_query_id")
-        self.calls.append((now, method, chat_id, str(cbq) if cbq is not None else None, text))
+        cbq_id = str(cbq) if cbq is not None else None
+        self.calls.append((now, method, chat_id, cbq_id, text))
         lower = method.lower()
         result: Any = True
+        message_id: int | None = None
         if lower == "getme":
             result = BOT_USER
         elif lower in ("sendmessage", "editmessagetext"):
-            self.message_id += 1
-            message_id = params.get("message_id") or self.message_id
+            given = str(params.get("message_id") or "")
+            if lower == "editmessagetext" and given.isdigit():
+                message_id = int(given)
+            else:
+                message_id = self.message_ids.get(chat_id, 0) + 1
+                self.message_ids[chat_id] = message_id
             result = {
                 "message_id": int(message_id),
                 "date": int(now),
@@ -69,17 +91,53 @@ class Recorder:
             result = {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
         elif lower == "getupdates":
             result = []
+        markup = params.get("reply_markup")
+        self.details.append(
+            (
+                now,
+                method,
+                chat_id,
+                message_id,
+                cbq_id,
+                [int(found) for found in _TEXT_ID.findall(full_text)],
+                _approve_ids(markup),
+                markup is not None,
+                text,
+            )
+        )
         return 200, json.dumps({"ok": True, "result": result}).encode()
 
     def _bench(self, path: str, body: bytes) -> tuple[int, bytes]:
         route, _, query = path.partition("?")
         if route == "/bench/reset":
             self.calls = []
+            self.details = []
+            self.message_ids = {}
             return 200, b'{"ok": true}'
-        if route == "/bench/calls":
+        if route in ("/bench/calls", "/bench/details"):
             since = int(dict(parse_qsl(query)).get("since", 0))
-            return 200, json.dumps({"total": len(self.calls), "calls": self.calls[since:]}).encode()
+            found = self.calls if route == "/bench/calls" else self.details
+            return 200, json.dumps({"total": len(found), "calls": found[since:]}).encode()
         return 404, b'{"ok": false}'
+
+
+def _approve_ids(markup: Any) -> list[int]:
+    """The request ids of the ``approve:<id>`` buttons of an inline keyboard."""
+    if isinstance(markup, str):
+        try:
+            markup = json.loads(markup)
+        except ValueError:
+            return []
+    if not isinstance(markup, dict) or not isinstance(markup.get("inline_keyboard"), list):
+        return []
+    found = []
+    for row in markup["inline_keyboard"]:
+        for button in row if isinstance(row, list) else ():
+            data = button.get("callback_data") if isinstance(button, dict) else None
+            match = _APPROVE.match(data) if isinstance(data, str) else None
+            if match:
+                found.append(int(match.group(1)))
+    return found
 
 
 def _params(body: bytes, content_type: str) -> dict[str, Any]:

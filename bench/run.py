@@ -186,6 +186,14 @@ class Database:
         self.created.append(name)
         return name
 
+    async def fresh(self, api: str, ops: list[str] | None = None, cwd: Path = ROOT) -> str:
+        """A new empty database migrated by `ops` (a `sosekni-ops` command; default this tree's)."""
+        name = f"sosekni_bench_{self.tag}_{uuid.uuid4().hex[:8]}"
+        await self._admin(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        await asyncio.to_thread(migrate, with_db(self.admin_dsn, name), api, ops, cwd)
+        return name
+
     async def drop(self, name: str) -> None:
         await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         with contextlib.suppress(ValueError):
@@ -197,11 +205,11 @@ class Database:
                 await self.drop(name)
 
 
-def migrate(url: str, api: str) -> None:
+def migrate(url: str, api: str, ops: list[str] | None = None, cwd: Path = ROOT) -> None:
     done = subprocess.run(
-        [*ops_command(), "migrate"],
+        [*(ops or ops_command()), "migrate"],
         env=server_env(url, api),
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
@@ -336,6 +344,8 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     profile: str | None = None
     sql_counts: str | None = None
+    ops: list[str] | None = None  # the `sosekni-ops` command (default: this tree's)
+    cwd: Path = ROOT  # where the server runs (another checkout for a before/after run)
 
     @property
     def url(self) -> str:
@@ -350,7 +360,7 @@ class Server:
             return [*peer_command(), *port]
         if c.limits == "lifted" or self.profile or self.sql_counts:
             return [python(), "-m", "bench.serve", *port, "--workers", str(c.workers)]
-        return [*ops_command(), "serve", *port, "--workers", str(c.workers)]
+        return [*(self.ops or ops_command()), "serve", *port, "--workers", str(c.workers)]
 
     def start(self, timeout: float = 90) -> None:
         env = dict(self.env)
@@ -364,7 +374,7 @@ class Server:
             self.process = subprocess.Popen(
                 self.command(),
                 env=env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
