@@ -26,6 +26,11 @@ LOCK_KEY = 0x50EC5E4D  # an arbitrary constant: "the outbox sender" for pg_advis
 CHANNEL = "sosekni_outbox"
 
 
+def _announced(connection: Any, pid: int, channel: str, payload: str) -> None:
+    """NOTIFY from a committed transaction: its first outbox row id (or empty: just wake)."""
+    outbox_ready.announce(int(payload) if payload.isdigit() else None)
+
+
 class SenderLease:
     async def acquire(self) -> bool:
         """Try once, without waiting; True when this process now holds the lease."""
@@ -50,7 +55,7 @@ class PostgresLease(SenderLease):
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
                 await conn.close()
                 return False
-            await conn.add_listener(CHANNEL, lambda *_: outbox_ready.set())
+            await conn.add_listener(CHANNEL, _announced)
         except BaseException:
             await conn.close()
             raise

@@ -106,9 +106,6 @@ class OutboxSender(BackgroundLoop):
         self.tasks: set[asyncio.Task[None]] = set()
         self._next_try = -math.inf
         self._last_full = -math.inf
-        self._last_look = -math.inf
-        self._seen = 0  # the highest id read so far
-        self._holes: set[int] = set()  # ids below `_seen` not committed when last read
         self._wake_at = math.inf
 
     # -- the lease
@@ -162,32 +159,24 @@ class OutboxSender(BackgroundLoop):
         return len(planned.units)
 
     async def look(self, now: float, *, full: bool = False) -> None:
-        """Bring the in-memory queue up to date: everything pending every `poll_interval_s`,
-        else (at most every `refresh_min_s`) the rows added since the last look."""
-        full = full or now - self._last_full >= self.policy.poll_interval_s
-        if not full and now - self._last_look < self.policy.refresh_min_s:
-            return
+        """Bring the in-memory queue up to date: every pending row every `poll_interval_s`;
+        in between, the rows from the lowest id announced since the last look (announced
+        after their commit, so none is skipped)."""
         columns = (
             "SELECT id, chat_id, purpose, next_attempt_at, created_at, "
             "CASE WHEN purpose = 'edit' THEN payload END AS payload FROM outbox_message "
         )
-        if full:
+        if full or now - self._last_full >= self.policy.poll_interval_s:
+            self.wakeup.take_floor()
             rows = await sql(columns + "WHERE status = 'pending'")
             self.queue = {int(r["id"]): item_of(r) for r in rows}
-            self._holes.clear()
             self._last_full = now
-        else:
-            low = min(self._holes, default=self._seen)
-            rows = await sql(columns + "WHERE status = 'pending' AND id > {}", low)
-            for row in rows:
-                self.queue[int(row["id"])] = item_of(row)
-            found = {int(r["id"]) for r in rows}
-            self._holes = {h for h in self._holes if h not in found}
-            newest = max(found, default=self._seen)
-            # Ids handed out but not committed yet (a concurrent transaction): look again.
-            self._holes |= set(range(self._seen + 1, newest)) - found
-        self._seen = max([self._seen, *(int(r["id"]) for r in rows)])
-        self._last_look = now
+            return
+        floor = self.wakeup.take_floor()
+        if floor is None:
+            return
+        for row in await sql(columns + "WHERE status = 'pending' AND id >= {}", floor):
+            self.queue[int(row["id"])] = item_of(row)
 
     async def _start(self, units: list[Unit], now: float) -> None:
         wanted = [item.id for unit in units for item in unit.items]
@@ -311,7 +300,9 @@ class OutboxSender(BackgroundLoop):
             return
         async with transaction():  # the mark and the administrators' copies together
             await self._finish(rows, "sent")
-            await cards.delivered(rows, call, int(result["message_id"]), self.admin_language)
+            work = await cards.delivered(rows, call, int(result["message_id"]), self.admin_language)
+        if work is not None:
+            work.announce()
 
     async def _finish(self, rows: list[dict[str, Any]], status: str, reason: str = "") -> None:
         marks, ids = _ids(rows)

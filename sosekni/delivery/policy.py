@@ -45,7 +45,6 @@ class DeliveryPolicy:
     inbox_lease_s: float = 60.0
     lease_retry_s: float = 2.0  # how often a worker that does not send tries to take over
     poll_interval_s: float = 0.5  # a full look at the queue, even without a wakeup
-    refresh_min_s: float = 0.02  # at most this often a look for newly queued messages
     max_in_flight: int = 64  # Bot API calls at once (the HTTP pool's size)
     inbox_max_attempts: int = 5
     inbox_batch: int = 32

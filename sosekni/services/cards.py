@@ -29,7 +29,7 @@ from sosekni.render import (
     digest_text,
     outcome_card,
 )
-from sosekni.services.work import UnitOfWork, outbox_ready
+from sosekni.services.work import UnitOfWork
 from sosekni.tables import PENDING
 
 _TIMES = ("submitted_at", "responded_at")
@@ -170,4 +170,5 @@ async def delivered(rows: list[dict[str, Any]], call: Call, message_id: int, lan
                 request_id=request["id"],
             )
         await work.insert()
-        outbox_ready.set()
+        return work
+    return None

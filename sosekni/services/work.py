@@ -54,7 +54,26 @@ class Wakeup:
         self.event.clear()
 
 
-outbox_ready = Wakeup()
+class OutboxWakeup(Wakeup):
+    """The sender's nudge, carrying the lowest id of the outbox rows committed since its last
+    look (from this process, or from any process through Postgres NOTIFY): the sender reads
+    just the rows from there on, and an uncommitted row is never skipped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.floor: int | None = None
+
+    def announce(self, first_id: int | None) -> None:
+        if first_id is not None:
+            self.floor = first_id if self.floor is None else min(self.floor, first_id)
+        self.set()
+
+    def take_floor(self) -> int | None:
+        floor, self.floor = self.floor, None
+        return floor
+
+
+outbox_ready = OutboxWakeup()
 
 
 @dataclass
@@ -94,13 +113,23 @@ class UnitOfWork:
         payload = {"text": text, "parse_mode": "HTML", **extra.pop("payload", {})}
         self.send("sendMessage", payload, chat_id=chat_id, purpose=purpose, **extra)
 
+    first_id: int | None = None
+
     async def insert(self) -> None:
-        """Write the queued calls to the outbox (inside the caller's transaction)."""
+        """Write the queued calls to the outbox (inside the caller's transaction); after the
+        commit, `announce` tells the sender."""
+        if not self.messages:
+            return
+        rows = await OutboxMessage.insert(*self.messages).run()
+        self.first_id = min(int(r["id"]) for r in rows)
+        if is_postgres(current_engine()):
+            # Wakes the sender, which may be another process; delivered on commit.
+            await sql("SELECT pg_notify('sosekni_outbox', {})", str(self.first_id))
+
+    def announce(self) -> None:
+        """The transaction committed: wake this process's sender (if it is the one)."""
         if self.messages:
-            await OutboxMessage.insert(*self.messages).run()
-            if is_postgres(current_engine()):
-                # Wakes the sender, which may be another process; delivered on commit.
-                await sql("SELECT pg_notify('sosekni_outbox', '')")
+            outbox_ready.announce(self.first_id)
 
 
 async def finish_claim() -> None:
@@ -130,5 +159,4 @@ async def unit_of_work() -> AsyncIterator[UnitOfWork]:
     claim = current_claim.get()
     if claim is not None:
         claim.finished = True
-    if work.messages:
-        outbox_ready.set()
+    work.announce()
