@@ -85,12 +85,18 @@ async def sender(database: str, telegram: FakeTelegram) -> AsyncIterator[OutboxS
     await found.close()
 
 
+async def calls_done(sender: OutboxSender) -> None:
+    """Wait for the calls in flight and for their completion callbacks to run."""
+    while sender.tasks:
+        await asyncio.wait(set(sender.tasks))
+        await asyncio.sleep(0)
+
+
 async def pump(sender: OutboxSender) -> int:
     """One round of the loop; wait for the calls it started. How many it started."""
     sender._last_full = -1e18  # look at the whole queue each round
     started = await sender.pump()
-    while sender.tasks:
-        await next(iter(sender.tasks))
+    await calls_done(sender)
     return started
 
 
@@ -271,8 +277,7 @@ async def test_a_decision_while_its_card_is_on_the_way_edits_the_card_after(
         person(ADMINS[0]), request_id, "approved", Answer(ADMINS[0], "cb"), "en"
     )
     assert outcome is Decided.DECIDED
-    while sender.tasks:
-        await next(iter(sender.tasks))
+    await calls_done(sender)
     telegram.set_delay(0)
     await run_for(sender, 0.5)
     for admin in ADMINS:
