@@ -182,19 +182,26 @@ class OutboxSender(BackgroundLoop):
         wanted = [item.id for unit in units for item in unit.items]
         token = str(uuid.uuid4())
         marks = ", ".join("{}" for _ in wanted)
-        claimed = await sql(
-            "UPDATE outbox_message SET status = 'sending', claim_token = {}, locked_until = {}, "
-            f"attempts = attempts + 1 WHERE id IN ({marks}) AND status = 'pending' RETURNING *",
-            token,
-            self._at(now + self.policy.outbox_lease_s),
-            *wanted,
-        )
+        try:
+            claimed = await sql(
+                "UPDATE outbox_message SET status = 'sending', claim_token = {}, "
+                "locked_until = {}, attempts = attempts + 1 "
+                f"WHERE id IN ({marks}) AND status = 'pending' RETURNING *",
+                token,
+                self._at(now + self.policy.outbox_lease_s),
+                *wanted,
+            )
+        except BaseException:
+            for unit in units:
+                self.pacer.cancel(unit.ticket)
+            raise
         by_id = {int(r["id"]): r for r in claimed}
         for unit in units:
             rows = [by_id[item.id] for item in unit.items if item.id in by_id]
             for item in unit.items:
                 self.queue.pop(item.id, None)
             if not rows:
+                self.pacer.cancel(unit.ticket)
                 continue  # changed meanwhile (an operator, another sender): the next look
             if unit.chat_id is not None:
                 self.busy.add(unit.chat_id)
@@ -219,12 +226,16 @@ class OutboxSender(BackgroundLoop):
         try:
             call = await self._persist(lambda: self._compose(unit, rows))
             if call is None:
+                self.pacer.cancel(unit.ticket)  # it never left
                 await self._persist(lambda: self._finish(rows, DROPPED, "nothing left to act on"))
                 return
             payload = dict(call.payload)
             if unit.chat_id is not None:
                 payload["chat_id"] = unit.chat_id
-            outcome, detail = await self._call(call.method, payload, unit, rows)
+            try:
+                outcome, detail = await self._call(call.method, payload, unit, rows)
+            finally:
+                self.pacer.answered(unit.ticket, self.clock.time())
             if outcome == "sent":
                 await self._persist(lambda: self._sent(unit, rows, call, detail))
             elif outcome == "failed":
@@ -234,6 +245,7 @@ class OutboxSender(BackgroundLoop):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: put the rows back for a later try
+            self.pacer.answered(unit.ticket, self.clock.time())
             log.exception("outbox %s: unexpected error", _names(rows))
             attempts = max(int(r["attempts"]) for r in rows)
             with contextlib.suppress(Exception):

@@ -59,6 +59,7 @@ class Unit:
     tier: int
     chat_id: int | None
     items: list[Item]
+    ticket: int | None = None  # the pacer's, for a chat message
 
     @property
     def kind(self) -> str:
@@ -81,7 +82,12 @@ class Pacer:
 
     def __init__(self, policy: DeliveryPolicy) -> None:
         self.policy = policy
-        self._sent: deque[float] = deque()  # chat messages in the last second
+        # Chat messages count against the overall budget from the moment they leave until a
+        # second after Telegram answered: under load a call can reach Telegram well after it
+        # left, and it must still be in the window of the calls that arrive with it.
+        self._flying: dict[int, float] = {}  # ticket → when it left
+        self._answered: deque[float] = deque()  # when calls of the last second were answered
+        self._tickets = 0
         self._buckets: dict[int, tuple[float, float]] = {}  # chat → (tokens, at)
         self._group_sent: dict[int, deque[float]] = defaultdict(deque)
         self._chat_paused: dict[int, float] = {}
@@ -94,11 +100,14 @@ class Pacer:
         return self._paused_until if self._paused_until > now else now
 
     def global_ready_at(self, now: float) -> float:
-        while self._sent and self._sent[0] <= now - 1.0:
-            self._sent.popleft()
+        """When the next chat message may leave (`math.inf`: when a call in flight ends)."""
+        while self._answered and self._answered[0] <= now - 1.0:
+            self._answered.popleft()
+        used = len(self._flying) + len(self._answered)
         ready = now
-        if len(self._sent) >= self.policy.messages_per_second:
-            ready = self._sent[len(self._sent) - self.policy.messages_per_second] + 1.0
+        if used >= self.policy.messages_per_second:
+            excess = used - self.policy.messages_per_second
+            ready = self._answered[excess] + 1.0 if excess < len(self._answered) else math.inf
         return max(ready, self.paused_until(now))
 
     def chat_ready_at(self, chat_id: int, now: float) -> float:
@@ -121,14 +130,26 @@ class Pacer:
 
     # -- recording
 
-    def take(self, chat_id: int, now: float) -> None:
-        """One chat message leaves now."""
-        self._sent.append(now)
+    def take(self, chat_id: int, now: float) -> int:
+        """One chat message leaves now; the ticket to hand to `answered` when it is done."""
+        self._tickets += 1
+        self._flying[self._tickets] = now
         self._buckets[chat_id] = (self._tokens(chat_id, now) - 1, now)
         if is_group(chat_id):
             self._group_sent[chat_id].append(now)
         if len(self._buckets) > 10_000:
             self._forget_idle(now)
+        return self._tickets
+
+    def cancel(self, ticket: int | None) -> None:
+        """The message of `ticket` did not leave after all."""
+        if ticket is not None:
+            self._flying.pop(ticket, None)
+
+    def answered(self, ticket: int | None, now: float) -> None:
+        """The call of `ticket` is over (sent, refused or failed)."""
+        if ticket is not None and self._flying.pop(ticket, None) is not None:
+            self._answered.append(now)
 
     def refused(self, chat_id: int | None, seconds: float, now: float) -> None:
         """Telegram answered 429 with `retry_after`: that chat waits; a flood pauses all.
@@ -219,6 +240,6 @@ def plan(
             if ready > now:
                 later(ready)
                 break  # everything after this one is a chat message of the same or lower tier
-            pacer.take(unit.chat_id, now)
+            unit.ticket = pacer.take(unit.chat_id, now)
         result.units.append(unit)
     return result
