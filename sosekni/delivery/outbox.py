@@ -149,8 +149,8 @@ class OutboxSender(BackgroundLoop):
 
     async def pump(self) -> int:
         """Read what was queued, start every call that may go now; how many started."""
-        now = self.clock.time()
-        await self.look(now)
+        await self.look(self.clock.time())
+        now = self.clock.time()  # after the look: the pacer must not plan in the past
         slots = self.policy.max_in_flight - len(self.tasks)
         planned = plan(self.queue.values(), self.busy, self.pacer, self.policy, now, slots)
         self._wake_at = planned.wake_at
