@@ -107,12 +107,17 @@ class OutboxSender(BackgroundLoop):
         self._next_try = -math.inf
         self._last_full = -math.inf
         self._wake_at = math.inf
+        self._held_until = -math.inf
+        self._last_pump = -math.inf
 
     # -- the lease
 
     async def _lead(self) -> bool:
         """Hold the sender lease, or try to take it at most every `lease_retry_s`."""
+        if self.leading and self.clock.time() < self._held_until:
+            return True
         if self.leading and await self.lease.still_held():
+            self._held_until = self.clock.time() + self.policy.lease_check_s
             return True
         if self.leading:
             self.log.warning("outbox: lost the sender lease")
@@ -145,6 +150,11 @@ class OutboxSender(BackgroundLoop):
         if not await self._lead():
             self._wake_at = math.inf
             return 0
+        # Calls ending in quick succession are planned for together, not one round each.
+        pause = self._last_pump + self.policy.pump_interval_s - self.clock.time()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        self._last_pump = self.clock.time()
         return await self.pump()
 
     async def pump(self) -> int:

@@ -44,6 +44,8 @@ class DeliveryPolicy:
     outbox_lease_s: float = 60.0  # a claimed message is another sender's after this long
     inbox_lease_s: float = 60.0
     lease_retry_s: float = 2.0  # how often a worker that does not send tries to take over
+    lease_check_s: float = 0.25  # how often the sender makes sure it still holds the lease
+    pump_interval_s: float = 0.01  # at least this long between two rounds of the sender
     poll_interval_s: float = 0.5  # a full look at the queue, even without a wakeup
     max_in_flight: int = 64  # Bot API calls at once (the HTTP pool's size)
     inbox_max_attempts: int = 5
