@@ -33,7 +33,7 @@ from sosekni.delivery.policy import DEFAULT_POLICY, Clock, DeliveryPolicy, Syste
 from sosekni.delivery.schedule import EDIT, Item, Pacer, Unit, plan
 from sosekni.services import cards
 from sosekni.services.cards import Call
-from sosekni.services.work import outbox_ready
+from sosekni.services.work import OutboxWakeup, outbox_ready
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class OutboxSender(BackgroundLoop):
         jitter: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(outbox_ready, ready)
+        self.wakeup: OutboxWakeup = outbox_ready  # carries the ids announced since the last look
         self.api = BotApi(base_url)
         self.admin_language = admin_language
         self.lease = lease

@@ -116,30 +116,42 @@ async def compose_edit(
     return Call("editMessageText", latest)
 
 
-async def refresh_copies(work: UnitOfWork, request: dict[str, Any], language: str) -> int:
+def _queue_edit(
+    work: UnitOfWork, chat_id: int, message_id: int, request: dict[str, Any], language: str
+) -> None:
+    """Queue an edit of one administrator's message after `request` changed.
+
+    The stored text is the request's own card as it is now (what an older sender would send);
+    this sender re-renders the whole message when the edit leaves.
+    """
+    work.send(
+        "editMessageText",
+        {"message_id": message_id, "text": outcome_card(request, language), "parse_mode": "HTML"},
+        chat_id=chat_id,
+        purpose="edit",
+        request_id=request["id"],
+    )
+
+
+async def refresh_copies(work: UnitOfWork, request: dict[str, Any], language: str) -> None:
     """Queue an edit of every administrator's message that shows `request`."""
     copies = await sql(
         "SELECT DISTINCT chat_id, message_id FROM admin_notification WHERE request_id = {} "
         "ORDER BY chat_id, message_id",
         request["id"],
     )
-    text_now = outcome_card(request, language)
     for copy in copies:
-        work.send(
-            "editMessageText",
-            {"message_id": copy["message_id"], "text": text_now, "parse_mode": "HTML"},
-            chat_id=copy["chat_id"],
-            purpose="edit",
-            request_id=request["id"],
-        )
-    return len(copies)
+        _queue_edit(work, copy["chat_id"], copy["message_id"], request, language)
 
 
-async def delivered(rows: list[dict[str, Any]], call: Call, message_id: int, language: str) -> None:
+async def delivered(
+    rows: list[dict[str, Any]], call: Call, message_id: int, language: str
+) -> UnitOfWork | None:
     """Inside the sender's transaction: record the copies `call` showed; if one of them was
-    decided since it was rendered, queue an edit of the message."""
+    decided since it was rendered, queue an edit of the message (the work to announce once
+    the transaction commits)."""
     if not call.shown:
-        return
+        return None
     chat_id = int(rows[0]["chat_id"])
     admin_id = rows[0]["admin_telegram_id"] or chat_id
     now = utcnow()
@@ -155,20 +167,9 @@ async def delivered(rows: list[dict[str, Any]], call: Call, message_id: int, lan
             now,
         )
     changed = [r for r in current if r["status"] != call.shown.get(int(r["id"]))]
-    if changed:
-        work = UnitOfWork()
-        for request in changed:
-            work.send(
-                "editMessageText",
-                {
-                    "message_id": message_id,
-                    "text": outcome_card(request, language),
-                    "parse_mode": "HTML",
-                },
-                chat_id=chat_id,
-                purpose="edit",
-                request_id=request["id"],
-            )
-        await work.insert()
-        return work
-    return None
+    if not changed:
+        return None
+    work = UnitOfWork()
+    _queue_edit(work, chat_id, message_id, changed[0], language)  # one edit shows them all
+    await work.insert()
+    return work
