@@ -14,7 +14,7 @@ from rich.text import Text
 
 from sosekni import logs
 from sosekni.config import ConfigError, Settings, load_settings
-from sosekni.db import bind, close_pool, engine_for, is_unavailable
+from sosekni.db import bind, close_pool, create_sqlite_file, engine_for, is_unavailable
 from sosekni.logs import Redactor
 
 console = Console()
@@ -96,7 +96,9 @@ def with_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
 
 def _open_sqlite_or_fail(settings: Settings) -> None:
     """Check the SQLite file opens before aiosqlite's thread tries (its failure is noisy)."""
+    path = settings.database_url[len("sqlite:///") :]
+    create_sqlite_file(path)
     try:
-        sqlite3.connect(settings.database_url[len("sqlite:///") :]).close()
+        sqlite3.connect(path).close()
     except sqlite3.Error as exc:
         fail(f"cannot reach the database at {where(settings)}: {exc}", settings)
