@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from typer.testing import CliRunner
@@ -421,8 +422,9 @@ def test_commands_refuse_such_a_url_in_one_line_showing_no_part_of_the_password(
 def test_a_percent_encoded_password_reaches_the_database(postgres_url: str) -> None:
     # The test server trusts every connection: this proves the URL still names the right
     # server and database once its password holds %2F %23 %3F.
-    user, at, rest = postgres_url.partition("@")
-    url = f"{user}:Kq7x%2FZw9y%23Mv2z%3FPt5w{at}{rest}"
+    parts = urlsplit(postgres_url)
+    login = f"{parts.username}:Kq7x%2FZw9y%23Mv2z%3FPt5w@{parts.hostname}:{parts.port or 5432}"
+    url = urlunsplit(parts._replace(netloc=login))
     env = {"DATABASE_URL": url, "SOSEKNI_ENV_FILE": "/nonexistent/.env"}
 
     done = CliRunner().invoke(app, ["migrate"], env=env)
