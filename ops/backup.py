@@ -27,7 +27,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ops.common import console, fail, settings_or_fail
+from ops.common import console, fail, plain, settings_or_fail
 from sosekni.config import Settings
 
 app = typer.Typer(
@@ -418,7 +418,9 @@ def create() -> None:
     settings = settings_or_fail(need_admins=False)
     backup = _guard(lambda: create_backup(settings))
     size = _human(backup.path.stat().st_size)
-    console.print(f"backup written: {backup.path} ({size}, sha256 in {backup.checksum_path.name})")
+    console.print(
+        plain(f"backup written: {backup.path} ({size}, sha256 in {backup.checksum_path.name})")
+    )
 
 
 @app.command("list")
@@ -430,12 +432,12 @@ def list_() -> None:
     settings = settings_or_fail(need_admins=False)
     found = backups_in(settings.backup_dir)
     table = Table(
-        "file", "database", "taken (UTC)", "size", "checksum", title=str(settings.backup_dir)
+        "file", "database", "taken (UTC)", "size", "checksum", title=plain(settings.backup_dir)
     )
     for b in found:
         has_sum = "[green]yes[/]" if b.checksum_path.exists() else "[red]missing[/]"
         table.add_row(
-            b.path.name, b.database, f"{b.taken_at:%Y-%m-%d %H:%M:%S}",
+            plain(b.path.name), plain(b.database), f"{b.taken_at:%Y-%m-%d %H:%M:%S}",
             _human(b.path.stat().st_size), has_sum,
         )  # fmt: skip
     console.print(table)
@@ -455,7 +457,7 @@ def prune_command(
     settings = settings_or_fail(need_admins=False)
     deleted = _guard(lambda: prune(settings.backup_dir, keep_days))
     for b in deleted:
-        console.print(f"deleted {b.path.name}")
+        console.print(plain(f"deleted {b.path.name}"))
     console.print(f"{len(deleted)} backup(s) deleted, {len(backups_in(settings.backup_dir))} kept")
 
 
@@ -467,7 +469,7 @@ def verify(file: FileArg) -> None:
     """
     settings = settings_or_fail(need_admins=False)
     found = _guard(lambda: verify_backup(settings, file))
-    console.print(f"{file.name}: checksum ok, {found}")
+    console.print(plain(f"{file.name}: checksum ok, {found}"))
 
 
 @app.command("restore")
@@ -489,4 +491,4 @@ def restore(
     ):
         fail("restore cancelled; nothing changed")
     safety = _guard(lambda: restore_backup(settings, file))
-    console.print(f"restored {file.name}; the database as it was is in {safety.path.name}")
+    console.print(plain(f"restored {file.name}; the database as it was is in {safety.path.name}"))

@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from sosekni import logs
 from sosekni.config import ConfigError, Settings, load_settings
-from sosekni.db import bind, close_pool, engine_for, is_unavailable
+from sosekni.db import bind, close_pool, create_sqlite_file, engine_for, is_unavailable
 from sosekni.logs import Redactor
 
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)  # one line, however long
 T = TypeVar("T")
+# C0 and C1 control characters but tab and newline: ESC starts terminal sequences (OSC 8
+# hyperlinks, colours, cursor moves) that Rich would pass straight to the terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(value: object) -> Text:
+    """A stored or typed value as literal text: never Rich markup, no terminal control codes.
+
+    Client names and texts, administrator names, reasons, paths and error messages are
+    written by others; printed as markup a `[/bold]` in a first name crashes the command and
+    a `[link=…]` forges a hyperlink. Control characters show as visible escapes (`\\x1b`).
+    """
+    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value)))
 
 
 def fail(message: str, settings: Settings | None = None) -> NoReturn:
-    """Print one red line (secrets redacted) and exit 1."""
+    """Print one red line (secrets redacted, the message as plain text) and exit 1."""
     message = message.strip().splitlines()[0] if message.strip() else "failed"
     if settings is not None:
         message = Redactor(settings.secrets)(message)
-    error_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    error_console.print(Text.assemble(("error:", "bold red"), " ", plain(message)), highlight=False)
     raise typer.Exit(code=1)
 
 
@@ -81,7 +96,9 @@ def with_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
 
 def _open_sqlite_or_fail(settings: Settings) -> None:
     """Check the SQLite file opens before aiosqlite's thread tries (its failure is noisy)."""
+    path = settings.database_url[len("sqlite:///") :]
+    create_sqlite_file(path)
     try:
-        sqlite3.connect(settings.database_url[len("sqlite:///") :]).close()
+        sqlite3.connect(path).close()
     except sqlite3.Error as exc:
         fail(f"cannot reach the database at {where(settings)}: {exc}", settings)

@@ -30,9 +30,10 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ops import backup as backups
-from ops.common import console, fail, settings_or_fail
+from ops.common import console, fail, plain, settings_or_fail
 from sosekni.config import ConfigError, Settings, environment, load_settings
 
 KEEP_RELEASES = 5
@@ -159,7 +160,7 @@ class Deployer:
     # -- steps -----------------------------------------------------------------------------
 
     def say(self, message: str) -> None:
-        console.print(f"[bold]→[/] {message}")
+        console.print(Text.assemble(("→", "bold"), " ", plain(message)))
 
     def fetch(self, ref: str) -> str:
         """Update the bare mirror and resolve `ref` to a commit."""
@@ -413,7 +414,11 @@ def deploy(
             release = deployer.deploy(ref)
     except (DeployError, backups.BackupError) as exc:
         fail(f"deploy of {ref} failed: {exc}", deployer.settings)
-    console.print(f"[green]deployed[/] {release.name} ({ref} at {release.sha[:12]})")
+    console.print(
+        Text.assemble(
+            ("deployed", "green"), " ", plain(f"{release.name} ({ref} at {release.sha[:12]})")
+        )
+    )
 
 
 def rollback(
@@ -439,7 +444,7 @@ def rollback(
             target = deployer.rollback(to, restore_db)
     except (DeployError, backups.BackupError) as exc:
         fail(f"rollback failed: {exc}", deployer.settings)
-    console.print(f"[green]rolled back[/] to {target}")
+    console.print(Text.assemble(("rolled back", "green"), " to ", plain(target)))
 
 
 def releases() -> None:
@@ -456,9 +461,9 @@ def releases() -> None:
         r = layout.load(name)
         rows.append(r)
         table.add_row(
-            "[green]→ current[/]" if name == current else "", name, r.ref, r.sha[:12],
-            r.migration_head or "—", r.status,
+            "[green]→ current[/]" if name == current else "", plain(name), plain(r.ref),
+            plain(r.sha[:12]), plain(r.migration_head or "—"), plain(r.status),
         )  # fmt: skip
     console.print(table)
     if not rows:
-        console.print(f"no releases under {layout.releases}")
+        console.print(plain(f"no releases under {layout.releases}"))

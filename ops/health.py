@@ -13,11 +13,12 @@ import typer
 from rich.table import Table
 from telegram.error import TelegramError
 
-from ops.common import console, settings_or_fail, where
+from ops.common import console, plain, settings_or_fail, where
 from ops.telegram_api import bot_for, explain
 from sosekni import migrations
 from sosekni.config import Settings
 from sosekni.db import bind, close_pool, engine_for, sql
+from sosekni.logs import Redactor
 
 ERROR_WINDOW_S = 3600
 TIMEOUT_S = 10.0
@@ -120,13 +121,16 @@ def health(
         return [app, database, *telegram]
 
     checks = asyncio.run(run_all())
+    redact = Redactor(settings.secrets)
     healthy = all(c.ok for c in checks)
     if as_json:
-        print(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}))
+        shown = [{**asdict(c), "detail": redact(c.detail)} for c in checks]
+        print(json.dumps({"ok": healthy, "checks": shown}))
     else:
         table = Table("check", "result", "detail", title="sosekni health")
         for c in checks:
-            table.add_row(c.name, "[green]ok[/]" if c.ok else "[bold red]FAIL[/]", c.detail)
+            result = "[green]ok[/]" if c.ok else "[bold red]FAIL[/]"
+            table.add_row(c.name, result, plain(redact(c.detail)))
         console.print(table)
     if not healthy:
         raise typer.Exit(code=1)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ops.common import console, fail, settings_or_fail, where, with_database
+from ops.common import console, fail, plain, settings_or_fail, where, with_database
 from sosekni import migrations
 from sosekni.migrations import MigrationError
 
@@ -60,9 +60,9 @@ def migrate(
         changed = with_database(settings, work)
     verb = "undid" if down is not None or to is not None else "applied"
     if not changed:
-        console.print(f"nothing to do: {where(settings)} is up to date")
+        console.print(plain(f"nothing to do: {where(settings)} is up to date"))
     for migration_id in changed:
-        console.print(f"{verb} {migration_id}")
+        console.print(plain(f"{verb} {migration_id}"))
 
 
 @app.command("status")
@@ -78,11 +78,13 @@ def status(
     if as_json:
         print(json.dumps([asdict(state) for state in found]))
         return
-    table = Table("migration", "description", "applied", title=f"migrations on {where(settings)}")
+    table = Table(
+        "migration", "description", "applied", title=plain(f"migrations on {where(settings)}")
+    )
     for state in found:
         table.add_row(
-            state.migration_id,
-            state.description,
+            plain(state.migration_id),
+            plain(state.description),
             "[green]yes[/]" if state.applied else "[yellow]no[/]",
         )
     console.print(table)

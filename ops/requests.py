@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from ops.common import console, fail, settings_or_fail, with_database
+from ops.common import console, fail, plain, settings_or_fail, with_database
 from sosekni.render import when
 from sosekni.services import requests
 
@@ -28,6 +29,21 @@ COLUMNS = (
     "client_language", "text", "submitted_at", "admin_telegram_id", "admin_name", "response",
     "reason", "responded_at",
 )  # fmt: skip
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+EXPORT_MODE = 0o600  # the export holds personal data: names, usernames, request texts
+
+
+def cell(value: object) -> object:
+    """One CSV cell: times in ISO 8601, None empty, text that a spreadsheet would run as a
+    formula prefixed with `'` so it shows as the text the client typed."""
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 class Status(StrEnum):
@@ -56,9 +72,9 @@ def list_(
             client += f" @{r['client_username']}"
         short = r["text"] if len(r["text"]) <= 60 else r["text"][:59] + "…"
         table.add_row(
-            str(r["id"]), r["status"], client, short, when(r["submitted_at"]),
-            r["admin_name"] or "", when(r["responded_at"]) if r["responded_at"] else "",
-            r["reason"] or "",
+            str(r["id"]), r["status"], plain(client), plain(short), when(r["submitted_at"]),
+            plain(r["admin_name"] or ""), when(r["responded_at"]) if r["responded_at"] else "",
+            plain(r["reason"] or ""),
         )  # fmt: skip
     console.print(table)
     console.print(f"{len(rows)} request(s)")
@@ -71,6 +87,9 @@ def export(
 ) -> None:
     """Write every request and its decision to a CSV file (UTF-8, times in UTC ISO 8601).
 
+    The file is created readable by its owner only (0600): it holds personal data. A cell
+    starting with = + - @ tab or CR gets a leading ' so spreadsheets show it as text.
+
     Example: sosekni-ops requests export requests-2026-11.csv
     """
     settings = settings_or_fail(need_admins=False)
@@ -82,16 +101,25 @@ def export(
     partial = file.with_name(file.name + ".partial")
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("exporting", total=len(rows))
-        with partial.open("w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            writer.writerow(COLUMNS)
-            for r in reversed(rows):
-                writer.writerow(
-                    [
-                        v.isoformat() if hasattr(v, "isoformat") else ("" if v is None else v)
-                        for v in (r[c] for c in COLUMNS)
-                    ]
-                )
-                progress.advance(task)
-    os.replace(partial, file)
-    console.print(f"exported {len(rows)} request(s) to {file}")
+        try:
+            with _create_private(partial) as out:
+                writer = csv.writer(out)
+                writer.writerow(COLUMNS)
+                for r in reversed(rows):
+                    writer.writerow([cell(r[c]) for c in COLUMNS])
+                    progress.advance(task)
+            os.replace(partial, file)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            fail(f"{exc.filename or file}: {exc.strerror or exc}")
+    console.print(plain(f"exported {len(rows)} request(s) to {file}"))
+
+
+def _create_private(path: Path) -> TextIO:
+    """Open a new file for writing, created 0600 from the first byte (no window in which
+    another user could open it); a leftover of an interrupted export is replaced."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, EXPORT_MODE), "w", newline="", encoding="utf-8")

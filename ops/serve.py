@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ops.common import console, fail, settings_or_fail, with_database
+from ops.common import console, fail, plain, settings_or_fail, with_database
 from sosekni import logs, migrations
 from sosekni.db import sql
 
@@ -30,7 +30,7 @@ def _migrate_sqlite(settings) -> None:
 
     applied = with_database(settings, work)
     if applied:
-        console.print(f"applied {len(applied)} migration(s) to {settings.database_url}")
+        console.print(plain(f"applied {len(applied)} migration(s) to {settings.database_url}"))
 
 
 def serve(

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import typer
 from rich.table import Table
 
-from ops.common import console, fail, settings_or_fail
+from ops.common import console, fail, plain, settings_or_fail
 from ops.telegram_api import run_telegram
 from sosekni.bot import ALLOWED_UPDATES
 from sosekni.config import Settings
@@ -67,7 +67,7 @@ def set_(
         ),
     )
     dropped = ", pending updates dropped" if drop_pending else ""
-    console.print(f"webhook set to {url} ({', '.join(ALLOWED_UPDATES)}{dropped})")
+    console.print(plain(f"webhook set to {url} ({', '.join(ALLOWED_UPDATES)}{dropped})"))
 
 
 def _when(timestamp: datetime | int | None) -> str:
@@ -87,12 +87,12 @@ def info() -> None:
     settings = settings_or_fail(need_admins=False, need_token=True)
     found = run_telegram(settings, lambda bot: bot.get_webhook_info())
     table = Table("", "", title="Telegram webhook", show_header=False)
-    table.add_row("URL", found.url or "[yellow](none: polling or not set)[/]")
+    table.add_row("URL", plain(found.url) if found.url else "[yellow](none: polling or not set)[/]")
     table.add_row("pending updates", str(found.pending_update_count))
     table.add_row("last error", _when(found.last_error_date))
-    table.add_row("last error message", found.last_error_message or "—")
+    table.add_row("last error message", plain(found.last_error_message or "—"))
     table.add_row("max connections", str(found.max_connections or "—"))
-    table.add_row("allowed updates", ", ".join(found.allowed_updates or []) or "all")
+    table.add_row("allowed updates", plain(", ".join(found.allowed_updates or []) or "all"))
     console.print(table)
 
 

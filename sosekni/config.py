@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, unquote, urlparse
 
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,100}$")
@@ -77,6 +77,8 @@ def _admin_ids(raw: str) -> tuple[int, ...]:
 
 def _database_url(raw: str) -> str:
     parsed = urlparse(raw)
+    if parsed.scheme in ("postgres", "postgresql"):
+        _check_postgres_authority(raw, parsed)
     if parsed.scheme in ("postgres", "postgresql") and parsed.hostname is not None:
         return raw
     if parsed.scheme in ("postgres", "postgresql") and parsed.path not in ("", "/"):
@@ -87,6 +89,29 @@ def _database_url(raw: str) -> str:
         "DATABASE_URL must be postgresql://user:password@host:port/dbname "
         "or sqlite:///path/to/file.db"
     )
+
+
+def _check_postgres_authority(raw: str, parsed: ParseResult) -> None:
+    """Refuse a URL whose user or password holds an unescaped `/`, `#` or `?`.
+
+    Such a character ends the host part early: the rest of the password and the real host
+    are then read as the path, the query or the fragment, the server named is the user's
+    name, and error lines print pieces of the password. The `@` that should close the
+    credentials then turns up after the host part. The message shows no part of the URL.
+    """
+    after_authority = raw.split("//", 1)[1][len(parsed.netloc) :] if "//" in raw else ""
+    if "@" not in parsed.netloc and "@" in after_authority:
+        raise ConfigError(
+            "DATABASE_URL: percent-encode the user and password (/ as %2F, # as %23, ? as %3F, "
+            "@ as %40): as written, part of the password is read as the host or database"
+        )
+    try:
+        parsed.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        raise ConfigError(
+            "DATABASE_URL has a port that is not a number 1-65535; if the password holds "
+            "/ # ? or @, percent-encode it (%2F %23 %3F %40)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -124,7 +149,7 @@ class Settings:
         found = [self.telegram_bot_token, self.webhook_secret]
         password = urlparse(self.database_url).password
         if password:
-            found.append(password)
+            found += [password, unquote(password)]  # as written and as the server gets it
         return tuple(s for s in found if s)
 
     def require_token(self) -> Secret:

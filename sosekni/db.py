@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 from sosekni.tables import ALL_TABLES, ClientRequest
 
 SQLITE_BUSY_TIMEOUT_S = 30
+SQLITE_FILE_MODE = 0o600  # requests hold personal data; SQLite's -wal and -shm copy this mode
 
 
 def engine_for(database_url: str) -> Engine:
@@ -24,9 +27,24 @@ def engine_for(database_url: str) -> Engine:
     parsed = urlparse(database_url)
     if parsed.scheme == "sqlite":
         path = database_url[len("sqlite:///") :]
+        create_sqlite_file(path)
         return SQLiteEngine(path=path, timeout=SQLITE_BUSY_TIMEOUT_S)
     dsn = database_url.replace("postgres://", "postgresql://", 1)
     return _PostgresEngine(config={"dsn": dsn})
+
+
+def create_sqlite_file(path: str) -> None:
+    """Create a missing SQLite database file 0600, before SQLite would create it 0644.
+
+    An empty file is a valid empty database. SQLite gives its -wal, -shm and journal files
+    the main file's mode, so they are private too. An existing file's mode is left as the
+    operator set it. When the file cannot be created (no such directory, no permission)
+    nothing happens here: SQLite's own open reports it.
+    """
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE))
 
 
 class _PostgresEngine(PostgresEngine):

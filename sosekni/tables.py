@@ -10,11 +10,16 @@ MAX_REQUEST_TEXT = 4096
 
 
 class Administrator(Table, tablename="administrator"):
-    """Who may decide. Seeded from ADMIN_TELEGRAM_ID; deactivated, never deleted."""
+    """Who may decide. Seeded from ADMIN_TELEGRAM_ID; deactivated, never deleted.
+
+    `source` says who governs the row: `config` (ADMIN_TELEGRAM_ID: revoked at start once
+    no longer listed) or `cli` (the operator's `admin add` / `admin deactivate`).
+    """
 
     telegram_id = BigInt(unique=True, index=True)
     name = Varchar(length=255, default="")
     active = Boolean(default=True)
+    source = Varchar(length=16, default="config")
     created_at = Timestamptz()
     updated_at = Timestamptz()
 

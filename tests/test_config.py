@@ -7,15 +7,20 @@ settings in-process, as it is pure code.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from typer.testing import CliRunner
 
+from ops.backup import PgTarget
+from ops.cli import app
 from sosekni.config import ConfigError, Secret, load_settings, read_dotenv
 from tests.harness import ROOT, SECRET, base_env, ops_command
 
@@ -341,3 +346,88 @@ def test_config_errors_never_quote_a_token_like_value(changes: dict[str, str]) -
     with pytest.raises(ConfigError) as error:
         load_settings(full_env(**changes), need_token=True, need_webhook_secret=True)
     assert "SECRETSECRET" not in str(error.value)
+
+
+# ----------------------------------------------------------------------------- DATABASE_URL
+# A password holding an unescaped / # or ? ends the URL's host part early: the rest of the
+# password and the real host are read as the database name, the query or the fragment.
+
+PASSWORDS = {
+    "slash": "Kq7x/Zw9y",
+    "hash": "Kq7x#Zw9y",
+    "question-mark": "Kq7x?Zw9y",
+    "all-three": "Kq7x/Zw9y#Mv2z?Pt5w",
+    "digits-then-slash": "1234/Zw9y",  # `bot:1234` alone even looks like host:port
+}
+
+
+def pieces(password: str) -> list[str]:
+    return [piece for piece in re.split(r"[/#?]", password) if piece]
+
+
+@pytest.mark.parametrize("password", PASSWORDS.values(), ids=PASSWORDS.keys())
+def test_a_database_password_with_an_unescaped_slash_hash_or_question_mark_is_refused(
+    password: str,
+) -> None:
+    url = f"postgresql://bot:{password}@db.example.org:5432/sosekni"
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(full_env(DATABASE_URL=url))
+
+    message = str(error.value)
+    assert message.startswith("DATABASE_URL: percent-encode")
+    assert len(message.splitlines()) == 1
+    for piece in [*pieces(password), "db.example.org", "sosekni"]:
+        assert piece not in message
+
+
+def test_a_percent_encoded_database_password_is_accepted_and_decoded_for_the_tools() -> None:
+    url = "postgresql://bot:Kq7x%2FZw9y%23Mv2z%3FPt5w@db.example.org:5432/sosekni"
+
+    settings = load_settings(full_env(DATABASE_URL=url))
+
+    assert settings.database_url == url
+    assert PgTarget(url).env()["PGPASSWORD"] == "Kq7x/Zw9y#Mv2z?Pt5w"  # pg_dump, pg_restore
+    assert PgTarget(url).env()["PGHOST"] == "db.example.org"
+    assert {"Kq7x%2FZw9y%23Mv2z%3FPt5w", "Kq7x/Zw9y#Mv2z?Pt5w"} <= set(settings.secrets)
+    assert "Kq7x" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "command", [["migrate", "status"], ["backup", "create"], ["health"]], ids=" ".join
+)
+def test_commands_refuse_such_a_url_in_one_line_showing_no_part_of_the_password(
+    command: list[str], tmp_path: Path
+) -> None:
+    password = PASSWORDS["all-three"]
+    env = {
+        "DATABASE_URL": f"postgresql://bot:{password}@127.0.0.1:5432/sosekni",
+        "TELEGRAM_BOT_TOKEN": "123456:TEST-fake-token",
+        "SOSEKNI_ENV_FILE": "/nonexistent/.env",
+        "BACKUP_DIR": str(tmp_path / "backups"),
+    }
+
+    done = CliRunner().invoke(app, command, env=env)
+
+    assert done.exit_code == 1
+    assert isinstance(done.exception, SystemExit)
+    assert done.stdout == ""
+    assert done.stderr.startswith("error: DATABASE_URL: percent-encode")
+    assert len(done.stderr.splitlines()) == 1
+    for piece in pieces(password):
+        assert piece not in done.output
+    assert not (tmp_path / "backups").exists()
+
+
+def test_a_percent_encoded_password_reaches_the_database(postgres_url: str) -> None:
+    # The test server trusts every connection: this proves the URL still names the right
+    # server and database once its password holds %2F %23 %3F.
+    parts = urlsplit(postgres_url)
+    login = f"{parts.username}:Kq7x%2FZw9y%23Mv2z%3FPt5w@{parts.hostname}:{parts.port or 5432}"
+    url = urlunsplit(parts._replace(netloc=login))
+    env = {"DATABASE_URL": url, "SOSEKNI_ENV_FILE": "/nonexistent/.env"}
+
+    done = CliRunner().invoke(app, ["migrate"], env=env)
+
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("applied ")
