@@ -22,7 +22,7 @@ from sosekni.db import bind, close_pool, engine_for, open_pool, sql
 from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
 from sosekni.delivery.policy import DeliveryPolicy
-from sosekni.services import requests
+from sosekni.services import queues, requests
 from sosekni.services.requests import Answer, Decided, Person
 from sosekni.services.work import unit_of_work
 from tests.fakes.postgres import create_database, drop_database
@@ -443,3 +443,19 @@ def test_the_default_bounds_give_up_after_20_attempts_or_a_day() -> None:
     assert not POLICY.exhausted(19, 3600)
     assert POLICY.exhausted(20, 60)
     assert POLICY.exhausted(1, 24 * 3600)
+
+
+async def test_a_failed_message_the_operator_retries_is_sent_at_the_next_look(
+    sender: OutboxSender, telegram: FakeTelegram
+) -> None:
+    telegram.fail_next(1, status=403, method="sendMessage")
+    await queue_message(4001, "again")
+    await pump(sender)
+    found = await row("again")
+    assert found["status"] == "failed"
+
+    assert await queues.retry(queues.OUTBOX, int(found["id"])) is queues.Retried.QUEUED
+    await pump(sender)  # the loop's full look every poll_interval_s finds it
+
+    assert (await row("again"))["status"] == "sent"
+    assert telegram.sent_texts(4001) == ["again"]
