@@ -339,7 +339,10 @@ class OutboxSender(BackgroundLoop):
         if work is not None:
             work.announce()
 
-    async def _finish(self, rows: list[dict[str, Any]], status: str, reason: str = "") -> None:
+    async def _finish(
+        self, rows: list[dict[str, Any]], status: str, reason: str = "", uncount: int = 0
+    ) -> None:
+        """Mark the rows `status` (`uncount`: attempts to take back, a 429's claim)."""
         marks, ids = _ids(rows)
         if status == "failed":
             log.error(
@@ -352,10 +355,12 @@ class OutboxSender(BackgroundLoop):
         sent_at = self._at(self.clock.time()) if status == "sent" else None
         await sql(
             "UPDATE outbox_message SET status = {}, sent_at = {}, claim_token = NULL, "
-            f"last_error = {{}} WHERE id IN ({marks}) AND claim_token = {{}}",
+            f"last_error = {{}}, attempts = attempts - {{}} "
+            f"WHERE id IN ({marks}) AND claim_token = {{}}",
             status,
             sent_at,
             reason[:2000] or None,
+            uncount,
             *ids,
             rows[0]["claim_token"],
         )
@@ -370,7 +375,7 @@ class OutboxSender(BackgroundLoop):
         age = self.clock.time() - min(_moment(r["created_at"]) for r in rows)
         if self.policy.exhausted(attempts if counted else 0, age):
             given = f"gave up ({age / 3600:.1f} h old, {attempts} attempt(s)): {reason}"
-            await self._finish(rows, "failed", given)
+            await self._finish(rows, "failed", given, 0 if counted else 1)
             return
         marks, ids = _ids(rows)
         log.warning(
