@@ -60,9 +60,9 @@ def add_message(
         found = await sql(
             "INSERT INTO outbox_message (method, chat_id, payload, purpose, status, attempts, "
             "claim_token, locked_until, next_attempt_at, last_error, created_at) VALUES "
-            "('sendMessage', {}, '{\"text\": \"hi\"}', 'reply', {}, {}, {}, {}, {}, {}, {}) "
-            "RETURNING id",
+            "('sendMessage', {}, {}, 'reply', {}, {}, {}, {}, {}, {}, {}) RETURNING id",
             chat_id,
+            '{"text": "hi"}',
             status,
             attempts,
             "token" if locked_for is not None else None,
@@ -81,8 +81,9 @@ def add_update(url: str, update_id: int, status: str, error: str | None = None) 
         found = await sql(
             "INSERT INTO inbox_update (update_id, kind, chat_id, payload, status, attempts, "
             "next_attempt_at, error, received_at, processed_at) VALUES "
-            "({}, 'message', 4001, '{}', {}, 5, {}, {}, {}, {}) RETURNING id",
+            "({}, 'message', 4001, {}, {}, 5, {}, {}, {}, {}) RETURNING id",
             update_id,
+            "{}",
             status,
             NOW + HOUR,
             error,
