@@ -21,7 +21,8 @@ from ops.cli import app
 from sosekni import migrations
 from sosekni.db import bind, close_pool, engine_for, open_pool, sql
 from tests.fakes.postgres import create_database, drop_database
-from tests.harness import base_env
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import BotServer, Db, base_env
 
 T = TypeVar("T")
 NOW = datetime.now(UTC)
@@ -317,3 +318,42 @@ def test_every_queue_command_has_help_with_an_example(
     assert result.exit_code == 0, result.output
     assert f"sosekni-ops {' '.join(args)}" in result.stdout
     assert "Example" in result.stdout
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    """The running bot below needs one engine: the sender's look is the same on both."""
+    return "sqlite"
+
+
+async def test_a_running_service_sends_a_message_the_operator_retries(
+    bot: tuple[BotServer, Db, FakeTelegram],
+) -> None:
+    _, db, telegram = bot
+    await db.fetch(
+        "INSERT INTO outbox_message (method, chat_id, payload, purpose, status, attempts, "
+        "next_attempt_at, last_error, created_at) VALUES ('sendMessage', 4001, {}, 'reply', "
+        "'failed', 20, {}, 'gave up', {})",
+        '{"text": "at last"}',
+        NOW.isoformat(),
+        NOW.isoformat(),
+    )
+    (row_id,) = [r["id"] for r in await db.fetch("SELECT id FROM outbox_message")]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    env = base_env(db.url, telegram.base_url)
+    try:
+        result = await asyncio.to_thread(
+            CliRunner().invoke, app, ["outbox", "retry", str(row_id)], env=env
+        )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert result.exit_code == 0, result.output
+
+    await telegram.wait_for_async(lambda t: t.sent_texts(4001) == ["at last"])
+    await db.settle()
+    assert await db.value("SELECT status FROM outbox_message WHERE id = {}", row_id) == "sent"
