@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ops import admin, backup, deploy, health, migrate, requests, serve, webhook
+from ops import admin, backup, deploy, health, migrate, queues, requests, serve, webhook
 
 app = typer.Typer(
     name="sosekni-ops",
@@ -26,6 +26,8 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(requests.app, name="requests")
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(backup.app, name="backup")
+app.add_typer(queues.outbox_app, name="outbox")
+app.add_typer(queues.inbox_app, name="inbox")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from sosekni.db import bind, close_pool, engine_for, open_pool, sql
 from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
 from sosekni.delivery.policy import DeliveryPolicy
-from sosekni.services import requests
+from sosekni.services import queues, requests
 from sosekni.services.requests import Answer, Decided, Person
 from sosekni.services.work import unit_of_work
 from tests.fakes.postgres import create_database, drop_database
@@ -347,3 +347,115 @@ async def test_a_telegram_outage_during_a_burst_delays_digests_and_loses_or_doub
         assert sorted(telegram.shown_requests(admin)) == ids  # each once, none lost
     for n in range(12):
         assert len(telegram.sent_texts(50_000 + n)) == 1
+
+
+# ----------------------------------------------------------------------------- stuck chats
+
+
+async def until_finished(sender: OutboxSender, text: str, rounds: int) -> dict[str, Any]:
+    """Pump, then move the clock to the row's next try, until it leaves `pending`."""
+    clock = sender.clock
+    assert isinstance(clock, FakeClock)
+    for _ in range(rounds):
+        await pump(sender)
+        found = await row(text)
+        if found["status"] != "pending":
+            return found
+        clock.advance(max(due_in(found, clock), 0.0) + 0.01)
+    return await row(text)
+
+
+async def test_a_group_that_became_a_supergroup_gets_its_queue_there(
+    sender: OutboxSender, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    old, new = -4001, -1_000_000_004_001
+    telegram.migrate_chat(old, new)
+    await queue_message(old, "one")
+    await queue_message(old, "two")
+    async with unit_of_work() as work:  # a call whose stored parameters name the chat too
+        work.send("sendMessage", {"chat_id": old, "text": "three"}, chat_id=old, purpose="reply")
+    await sql(
+        "INSERT INTO admin_notification (request_id, admin_telegram_id, chat_id, message_id, "
+        "created_at) VALUES (1, {}, {}, 5, CURRENT_TIMESTAMP)",
+        ADMINS[0],
+        old,
+    )
+
+    await run_for(sender, 3.0)
+
+    assert telegram.sent_texts(new) == ["one", "two", "three"]
+    assert len(telegram.calls(chat_id=old)) == 1  # one answer told; the rest went straight
+    for text in ("one", "two", "three"):
+        found = await row(text)
+        assert (found["status"], found["chat_id"]) == ("sent", new)
+    assert json.loads((await row("three"))["payload"])["chat_id"] == new
+    copies = await sql("SELECT chat_id FROM admin_notification")
+    assert [c["chat_id"] for c in copies] == [new]
+    assert any(
+        r.levelname == "WARNING" and f"became the supergroup {new}" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_a_message_failing_forever_is_given_up_and_its_chat_moves_on(
+    sender: OutboxSender, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = sender.clock
+    assert isinstance(clock, FakeClock)
+    started = clock.now
+    telegram.fail_next(10**6, status=500, method="sendMessage")  # never recovers by itself
+    await queue_message(4001, "stuck")
+    await queue_message(4001, "next")
+
+    found = await until_finished(sender, "stuck", rounds=POLICY.max_attempts + 5)
+
+    assert found["status"] == "failed"
+    assert found["attempts"] == POLICY.max_attempts
+    assert found["last_error"].startswith(f"gave up (1.0 h old, {POLICY.max_attempts} attempt")
+    assert "Internal Server Error (500)" in found["last_error"]
+    assert clock.now - started < POLICY.max_age_s  # the attempts' bound came first (~1 h)
+    assert len(telegram.calls("sendMessage", chat_id=4001)) == POLICY.max_attempts
+    assert any(
+        r.levelname == "ERROR" and "failed for good" in r.getMessage() for r in caplog.records
+    )
+    telegram.recover()
+    await until_finished(sender, "next", rounds=3)
+    assert telegram.sent_texts(4001) == ["next"]
+    assert (await row("next"))["status"] == "sent"
+
+
+async def test_a_message_held_by_429s_is_given_up_by_age_and_429s_are_not_attempts(
+    sender: OutboxSender, telegram: FakeTelegram
+) -> None:
+    telegram.fail_next(10**6, status=429, retry_after=3600, method="sendMessage")
+    await queue_message(4001, "paced")
+
+    found = await until_finished(sender, "paced", rounds=30)
+
+    assert found["status"] == "failed"
+    assert found["attempts"] == 0  # Telegram set the pace; the message never failed
+    assert found["last_error"].startswith("gave up (24.0 h old, 0 attempt(s)): RetryAfter")
+    assert len(telegram.calls("sendMessage")) == 25  # one an hour, the last at 24 h
+
+
+def test_the_default_bounds_give_up_after_20_attempts_or_a_day() -> None:
+    assert (POLICY.max_attempts, POLICY.max_age_s) == (20, 24 * 3600)
+    assert not POLICY.exhausted(19, 3600)
+    assert POLICY.exhausted(20, 60)
+    assert POLICY.exhausted(1, 24 * 3600)
+
+
+async def test_a_failed_message_the_operator_retries_is_sent_at_the_next_look(
+    sender: OutboxSender, telegram: FakeTelegram
+) -> None:
+    telegram.fail_next(1, status=403, method="sendMessage")
+    await queue_message(4001, "again")
+    await pump(sender)
+    found = await row("again")
+    assert found["status"] == "failed"
+
+    assert await queues.retry(queues.OUTBOX, int(found["id"])) is queues.Retried.QUEUED
+    await pump(sender)  # the loop's full look every poll_interval_s finds it
+
+    assert (await row("again"))["status"] == "sent"
+    assert telegram.sent_texts(4001) == ["again"]

@@ -4,10 +4,12 @@ One process per database sends (`SenderLease`). It keeps the pending rows in mem
 (re-read in full every `poll_interval_s`, new rows as soon as they are announced), asks
 `schedule.plan` what may go now, claims exactly those rows with a token and a lease, and
 makes each call as its own task: a chat waiting for its pace, or a slow call, never holds
-back another chat. What a card or an edit says is rendered by `services.cards` when it
-leaves; what a delivery means for the workflow (the administrator's copy) is recorded there
-too. Only a call in flight when the process dies can be sent twice; every other row is
-either sent and marked or not sent.
+back another chat. A call that keeps failing is given up after `DeliveryPolicy.max_attempts`
+attempts or `max_age_s` (marked `failed`), so the messages behind it in its chat go on; a
+group that became a supergroup (`ChatMigrated`) has its queue moved there. What a card or
+an edit says is rendered by `services.cards` when it leaves; what a delivery means for the
+workflow (the administrator's copy) is recorded there too. Only a call in flight when the
+process dies can be sent twice; every other row is either sent and marked or not sent.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from sosekni.db import as_utc, is_unavailable, sql, transaction
 from sosekni.delivery import BackgroundLoop
@@ -247,6 +249,13 @@ class OutboxSender(BackgroundLoop):
                 outcome, detail = await self._call(call.method, payload, unit, rows)
             finally:
                 self.pacer.answered(unit.ticket, self.clock.time())
+            if outcome == "migrated":
+                old = unit.chat_id if unit.chat_id is not None else payload.get("chat_id")
+                if isinstance(old, int) and old != detail:
+                    await self._persist(lambda: self._migrate(rows, old, detail))
+                    return
+                reason = f"ChatMigrated: to {detail}, from a chat it cannot move"
+                outcome, detail = "retry", (reason, self._backoff(rows))
             if outcome == "sent":
                 await self._persist(lambda: self._sent(unit, rows, call, detail))
             elif outcome == "failed":
@@ -258,10 +267,8 @@ class OutboxSender(BackgroundLoop):
         except Exception as exc:  # a bug: put the rows back for a later try
             self.pacer.answered(unit.ticket, self.clock.time())
             log.exception("outbox %s: unexpected error", _names(rows))
-            attempts = max(int(r["attempts"]) for r in rows)
             with contextlib.suppress(Exception):
-                delay = self.policy.backoff(attempts, self.jitter())
-                await self._retry(rows, f"{type(exc).__name__}: {exc}", delay)
+                await self._retry(rows, f"{type(exc).__name__}: {exc}", self._backoff(rows))
         finally:
             if unit.chat_id is not None:
                 self.busy.discard(unit.chat_id)
@@ -278,14 +285,16 @@ class OutboxSender(BackgroundLoop):
     async def _call(
         self, method: str, payload: dict[str, Any], unit: Unit, rows: list[dict[str, Any]]
     ) -> tuple[str, Any]:
-        """Make the call: ("sent", result), ("failed", reason) or ("retry", (reason, delay))."""
-        attempts = max(int(r["attempts"]) for r in rows)
+        """Make the call: ("sent", result), ("failed", reason), ("migrated", new chat id) or
+        ("retry", (reason, delay[, counted]))."""
         try:
             return "sent", await self.api.call(method, payload)
         except RetryAfter as exc:
             delay = retry_seconds(exc)
             self.pacer.refused(unit.chat_id, delay, self.clock.time())
-            return "retry", (f"RetryAfter: {delay:g}s", delay)
+            return "retry", (f"RetryAfter: {delay:g}s", delay, False)
+        except ChatMigrated as exc:
+            return "migrated", int(exc.new_chat_id)
         except BadRequest as exc:
             if "message is not modified" in exc.message.lower():
                 return "sent", None
@@ -296,7 +305,10 @@ class OutboxSender(BackgroundLoop):
             reason = f"{type(exc).__name__}: {exc.message}"
         except Exception as exc:  # anything else is treated as transient: never drop a message
             reason = f"{type(exc).__name__}: {exc}"
-        return "retry", (reason, self.policy.backoff(attempts, self.jitter()))
+        return "retry", (reason, self._backoff(rows))
+
+    def _backoff(self, rows: list[dict[str, Any]]) -> float:
+        return self.policy.backoff(max(int(r["attempts"]) for r in rows), self.jitter())
 
     async def _persist(self, write: Callable[[], Awaitable[Any]]) -> Any:
         """Run a database step; while the database is unreachable, keep trying (the call it
@@ -327,7 +339,10 @@ class OutboxSender(BackgroundLoop):
         if work is not None:
             work.announce()
 
-    async def _finish(self, rows: list[dict[str, Any]], status: str, reason: str = "") -> None:
+    async def _finish(
+        self, rows: list[dict[str, Any]], status: str, reason: str = "", uncount: int = 0
+    ) -> None:
+        """Mark the rows `status` (`uncount`: attempts to take back, a 429's claim)."""
         marks, ids = _ids(rows)
         if status == "failed":
             log.error(
@@ -340,15 +355,28 @@ class OutboxSender(BackgroundLoop):
         sent_at = self._at(self.clock.time()) if status == "sent" else None
         await sql(
             "UPDATE outbox_message SET status = {}, sent_at = {}, claim_token = NULL, "
-            f"last_error = {{}} WHERE id IN ({marks}) AND claim_token = {{}}",
+            f"last_error = {{}}, attempts = attempts - {{}} "
+            f"WHERE id IN ({marks}) AND claim_token = {{}}",
             status,
             sent_at,
             reason[:2000] or None,
+            uncount,
             *ids,
             rows[0]["claim_token"],
         )
 
-    async def _retry(self, rows: list[dict[str, Any]], reason: str, delay: float) -> None:
+    async def _retry(
+        self, rows: list[dict[str, Any]], reason: str, delay: float, counted: bool = True
+    ) -> None:
+        """Put the rows back for another try in `delay` seconds, or give them up when they
+        have failed `max_attempts` times or are `max_age_s` old (a 429, not `counted`,
+        takes back the attempt its claim added: only the age bound applies to it)."""
+        attempts = max(int(r["attempts"]) for r in rows) - (0 if counted else 1)
+        age = self.clock.time() - min(_moment(r["created_at"]) for r in rows)
+        if self.policy.exhausted(attempts if counted else 0, age):
+            given = f"gave up ({age / 3600:.1f} h old, {attempts} attempt(s)): {reason}"
+            await self._finish(rows, "failed", given, 0 if counted else 1)
+            return
         marks, ids = _ids(rows)
         log.warning(
             "outbox %s (%s) not sent, retry in %.1fs: %s",
@@ -360,14 +388,76 @@ class OutboxSender(BackgroundLoop):
         due = self._at(self.clock.time() + delay)
         await sql(
             "UPDATE outbox_message SET status = 'pending', last_error = {}, claim_token = NULL, "
-            f"next_attempt_at = {{}} WHERE id IN ({marks}) AND claim_token = {{}}",
+            f"next_attempt_at = {{}}, attempts = attempts - {{}} "
+            f"WHERE id IN ({marks}) AND claim_token = {{}}",
             reason[:2000],
             due,
+            0 if counted else 1,
             *ids,
             rows[0]["claim_token"],
         )
         for row in rows:
             self.queue[int(row["id"])] = item_of({**row, "next_attempt_at": due})
+
+    async def _migrate(self, rows: list[dict[str, Any]], old: int, new: int) -> None:
+        """The group `old` became the supergroup `new`: move these rows, every other queued
+        message to `old` (its stored `chat_id` too) and the administrators' copies there,
+        and send these rows again at once."""
+        marks, ids = _ids(rows)
+        token = rows[0]["claim_token"]
+        mine = f"(status = 'pending' OR (id IN ({marks}) AND claim_token = {{}}))"
+        async with transaction():
+            moving = await sql(
+                f"SELECT id, payload FROM outbox_message WHERE chat_id = {{}} AND {mine}",
+                old,
+                *ids,
+                token,
+            )
+            for found in moving:
+                payload = json.loads(found["payload"])
+                if payload.get("chat_id") == old:
+                    payload["chat_id"] = new
+                    await sql(
+                        "UPDATE outbox_message SET payload = {} WHERE id = {}",
+                        json.dumps(payload, ensure_ascii=False),
+                        found["id"],
+                    )
+            await sql(
+                f"UPDATE outbox_message SET chat_id = {{}} WHERE chat_id = {{}} AND {mine}",
+                new,
+                old,
+                *ids,
+                token,
+            )
+            copies = await sql(
+                "UPDATE admin_notification SET chat_id = {} WHERE chat_id = {} AND NOT EXISTS "
+                "(SELECT 1 FROM admin_notification n WHERE n.chat_id = {} "
+                "AND n.message_id = admin_notification.message_id "
+                "AND n.request_id = admin_notification.request_id) RETURNING id",
+                new,
+                old,
+                new,
+            )
+            await sql(
+                "UPDATE outbox_message SET status = 'pending', claim_token = NULL, "
+                f"last_error = {{}}, next_attempt_at = {{}} WHERE id IN ({marks}) "
+                "AND claim_token = {}",
+                f"ChatMigrated: chat {old} is now {new}",
+                self._at(self.clock.time()),
+                *ids,
+                token,
+            )
+        log.warning(
+            "outbox %s (%s): chat %s became the supergroup %s; %d queued message(s) and "
+            "%d administrator's copy(ies) moved there, sending again",
+            _names(rows),
+            rows[0]["method"],
+            old,
+            new,
+            len(moving),
+            len(copies),
+        )
+        self._last_full = -math.inf  # re-read the queue: its rows now name the new chat
 
     async def close(self) -> None:
         await self.lease.release()

@@ -37,6 +37,12 @@ class DeliveryPolicy:
     # Retries.
     backoff_base_s: float = 1.0
     max_backoff_s: float = 300.0
+    # Giving up: a message whose call keeps failing is marked `failed` after this many
+    # attempts (with the backoff above, about an hour of trying) or once it is this old,
+    # whichever comes first, so the messages queued after it in its chat go on. A 429 is
+    # Telegram setting the pace, not the message failing: it does not count as an attempt.
+    max_attempts: int = 20
+    max_age_s: float = 24 * 3600.0
     # 429s from this many chats within `flood_window_s` mean a bot-wide limit: pause all.
     flood_chats: int = 3
     flood_window_s: float = 1.0
@@ -58,6 +64,11 @@ class DeliveryPolicy:
         """
         base = min(self.max_backoff_s, self.backoff_base_s * 2 ** max(attempts - 1, 0))
         return min(self.max_backoff_s, base * (0.75 + jitter / 2))
+
+    def exhausted(self, attempts: int, age_s: float) -> bool:
+        """True when a message that has just failed `attempts` times and was queued `age_s`
+        seconds ago is to be given up rather than tried again."""
+        return attempts >= self.max_attempts or age_s >= self.max_age_s
 
     def lifted(self) -> DeliveryPolicy:
         """Telegram's limits lifted (for the benchmark: the pipeline, not the policy)."""

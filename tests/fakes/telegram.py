@@ -9,7 +9,9 @@ Tests drive it from the outside:
 * every request is recorded as a :class:`Call` (``calls()``, ``sent_texts()``, ``wait_for()``);
 * updates for ``getUpdates`` are queued with ``push_update()``;
 * faults are injected with ``fail_next()``, ``block_chat()``, ``set_delay()`` and
-  ``set_webhook_error()`` and removed with ``recover()``; ``reset()`` forgets everything.
+  ``set_webhook_error()`` and removed with ``recover()``; ``reset()`` forgets everything;
+* ``migrate_chat()`` turns a group into a supergroup: calls to the old chat get Telegram's
+  400 with ``parameters.migrate_to_chat_id`` from then on (``recover()`` keeps it).
 
 The server keeps its state across ``stop()``/``start()``, and a restart reuses the same port, so a
 test can simulate Telegram being unreachable for a while.
@@ -54,6 +56,7 @@ GETUPDATES_CONFLICT = (
     "use deleteWebhook to delete the webhook first"
 )
 BLOCKED = "Forbidden: bot was blocked by the user"
+MIGRATED = "Bad Request: group chat was upgraded to a supergroup chat"
 
 MAX_LONG_POLL = 10.0
 _TICK = 0.05
@@ -170,6 +173,7 @@ class _State:
     last_message_id: dict[int | str, int] = field(default_factory=dict)
     faults: list[_Fault] = field(default_factory=list)
     blocked: dict[int | str, tuple[int, str]] = field(default_factory=dict)
+    migrated: dict[int | str, int] = field(default_factory=dict)
     delays: dict[str | None, float] = field(default_factory=dict)
     webhook: _Webhook = field(default_factory=_Webhook)
     webhook_error: _WebhookError | None = None
@@ -687,6 +691,12 @@ class FakeTelegram:
         with self._lock:
             self._state.blocked.pop(chat_id, None)
 
+    def migrate_chat(self, chat_id: int, new_chat_id: int) -> None:
+        """The group ``chat_id`` became the supergroup ``new_chat_id``: every later call to
+        ``chat_id`` is answered as Telegram does, 400 with ``migrate_to_chat_id``."""
+        with self._lock:
+            self._state.migrated[chat_id] = new_chat_id
+
     def set_delay(self, seconds: float, method: str | None = None) -> None:
         """Sleep ``seconds`` before answering (every method, or only ``method``); 0 removes it."""
         key = canonical_method(method) if method is not None else None
@@ -745,6 +755,11 @@ class FakeTelegram:
         if handler is None:
             return self._finish(method, params, 404, None, "Not Found")
 
+        chat = params.get("chat_id")
+        with self._lock:
+            moved = self._state.migrated.get(chat) if isinstance(chat, int | str) else None
+        if moved is not None:
+            return self._finish(method, params, 400, None, MIGRATED, {"migrate_to_chat_id": moved})
         fault = self._take_fault(method)
         if fault is not None:
             extra = {"retry_after": fault.retry_after} if fault.retry_after is not None else None
