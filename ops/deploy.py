@@ -289,25 +289,30 @@ class Deployer:
         )
 
     def prune(self) -> None:
-        """Keep KEEP_RELEASES, good ones first; never `current` nor the release before it.
+        """Keep KEEP_RELEASES, good ones first; never `current` nor the good one before it.
 
         Failed releases go before good ones, so a run of failed deploys cannot push out the
-        release `rollback` returns to. Directories without metadata (an unpack that never
-        finished) go too: nothing can deploy or roll back to them.
+        release `rollback` returns to; the newest release stays too, so the one that just
+        failed can still be looked at. Directories without metadata (an unpack that never
+        finished) go: nothing can deploy or roll back to them.
         """
         names = self.layout.names()
         current = self.layout.current_name()
-        releases = [self.layout.load(n) for n in names]
-        good = [r.name for r in releases if r.good]
-        ranked = [*reversed(good), *(r.name for r in reversed(releases) if not r.good)]
-        keep = set(ranked[:KEEP_RELEASES])
+        good = [n for n in names if self._is_good(n)]
+        ranked = [*reversed(good), *(n for n in reversed(names) if n not in good)]
+        keep = set(ranked[:KEEP_RELEASES]) | set(names[-1:])  # and the one just tried
         if current is not None:
             keep.add(current)
-            before = [n for n in good if n < current]
-            keep.update(before[-1:])
+            keep.update([n for n in good if n < current][-1:])
         for path in self.layout.releases.iterdir() if self.layout.releases.is_dir() else ():
             if path.name not in keep and path.name != current and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
+
+    def _is_good(self, name: str) -> bool:
+        try:
+            return self.layout.load(name).good
+        except (OSError, ValueError, TypeError):  # unreadable metadata: not worth keeping
+            return False
 
     def clean_interrupted(self) -> None:
         """Remove what a deploy killed before its migration left behind (we hold the lock).
@@ -339,6 +344,13 @@ class Deployer:
     # -- the whole flows --------------------------------------------------------------------
 
     def deploy(self, ref: str) -> Release:
+        """The whole deploy; whatever its outcome, old releases are pruned afterwards."""
+        try:
+            return self._deploy(ref)
+        finally:
+            self.prune()
+
+    def _deploy(self, ref: str) -> Release:
         if not self.layout.env_file.exists():
             raise DeployError(
                 f"{self.layout.env_file} is missing: write the service's settings there (0600)"
@@ -396,7 +408,6 @@ class Deployer:
             raise DeployError(f"{exc}; rolled back to {previous}, which is serving") from None
         release.note("deployed")
         self.layout.save(release)
-        self.prune()
         return release
 
     def _undo_migrations(self, release: Release, target: str | None) -> None:
