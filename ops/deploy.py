@@ -61,6 +61,11 @@ class Release:
         self.status = status
         self.history.append(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC {status}")
 
+    @property
+    def good(self) -> bool:
+        """It once served after a health check: a release worth returning to."""
+        return any(h.endswith(" deployed") for h in self.history)
+
 
 class Layout:
     """Paths of the release layout and the operations on them."""
@@ -184,6 +189,7 @@ class Deployer:
         return out.strip()
 
     def unpack(self, ref: str, sha: str) -> Release:
+        """Extract `sha` into a new release directory; on any failure no directory is left."""
         stamp = datetime.now(UTC).strftime(STAMP)
         name = f"{stamp}-{sha[:7]}"
         while self.layout.release_dir(name).exists():
@@ -191,29 +197,51 @@ class Deployer:
             name = f"{datetime.now(UTC).strftime(STAMP)}-{sha[:7]}"
         target = self.layout.release_dir(name)
         target.mkdir(parents=True)
+        try:
+            self._extract(sha, target)
+            if (target / ".env").exists() or (target / ".env").is_symlink():
+                raise DeployError(
+                    f"{ref} commits a .env file: settings belong in "
+                    f"{self.layout.env_file} only, remove .env from the repository"
+                )
+            (target / ".env").symlink_to(os.path.relpath(self.layout.env_file, target))
+            release = Release(
+                name=name,
+                ref=ref,
+                sha=sha,
+                created_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
+                migration_head=migration_head(target),
+            )
+            release.note("unpacked")
+            self.layout.save(release)
+        except (DeployError, OSError, ValueError, tarfile.TarError) as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            if isinstance(exc, DeployError):
+                raise
+            raise DeployError(f"unpacking {sha[:7]} failed: {exc}") from None
+        return release
+
+    def _extract(self, sha: str, target: Path) -> None:
         archive = subprocess.Popen(
             ["git", "archive", "--format=tar", sha],
             cwd=self.layout.mirror,
             stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         assert archive.stdout is not None
-        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-            # Python before 3.11.4 (Debian 12 has 3.11.2) has no extraction filters.
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(target, **safe)
-        if archive.wait() != 0:
+        try:
+            with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+                # Python before 3.11.4 (Debian 12 has 3.11.2) has no extraction filters.
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(target, **safe)
+        except BaseException:
+            archive.kill()
+            raise
+        finally:
+            archive.stdout.close()
+            code = archive.wait()
+        if code != 0:
             raise DeployError(f"git archive {sha[:7]} failed")
-        (target / ".env").symlink_to(os.path.relpath(self.layout.env_file, target))
-        release = Release(
-            name=name,
-            ref=ref,
-            sha=sha,
-            created_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
-            migration_head=migration_head(target),
-        )
-        release.note("unpacked")
-        self.layout.save(release)
-        return release
 
     def install(self, release: Release) -> None:
         uv = shutil.which("uv")
@@ -262,23 +290,81 @@ class Deployer:
         )
 
     def prune(self) -> None:
-        keep = set(self.layout.names()[-KEEP_RELEASES:])
+        """Keep KEEP_RELEASES, good ones first; never `current` nor the good one before it.
+
+        Failed releases go before good ones, so a run of failed deploys cannot push out the
+        release `rollback` returns to; the newest release stays too, so the one that just
+        failed can still be looked at. Directories without metadata (an unpack that never
+        finished) go: nothing can deploy or roll back to them.
+        """
+        names = self.layout.names()
         current = self.layout.current_name()
-        for name in self.layout.names():
-            if name not in keep and name != current:
-                shutil.rmtree(self.layout.release_dir(name), ignore_errors=True)
+        good = [n for n in names if self._is_good(n)]
+        ranked = [*reversed(good), *(n for n in reversed(names) if n not in good)]
+        keep = set(ranked[:KEEP_RELEASES]) | set(names[-1:])  # and the one just tried
+        if current is not None:
+            keep.add(current)
+            keep.update([n for n in good if n < current][-1:])
+        for path in self.layout.releases.iterdir() if self.layout.releases.is_dir() else ():
+            if path.name not in keep and path.name != current and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _is_good(self, name: str) -> bool:
+        try:
+            return self.layout.load(name).good
+        except (OSError, ValueError, TypeError):  # unreadable metadata: not worth keeping
+            return False
+
+    def clean_interrupted(self) -> None:
+        """Remove what a deploy killed before its migration left behind (we hold the lock).
+
+        A release still `unpacked` never touched the database (its backup, if any, stays in
+        BACKUP_DIR); a directory without metadata never finished unpacking. A release
+        interrupted later is marked failed, and prune removes it in its turn.
+        """
+        if not self.layout.releases.is_dir():
+            return
+        current = self.layout.current_name()
+        named = set(self.layout.names())
+        for path in sorted(self.layout.releases.iterdir()):
+            if path.name == current or not path.is_dir():
+                continue
+            if path.name not in named:
+                shutil.rmtree(path, ignore_errors=True)
+                self.say(f"removed {path.name}, left by an interrupted deploy")
+                continue
+            release = self.layout.load(path.name)
+            if release.status == "unpacked":
+                shutil.rmtree(path, ignore_errors=True)
+                self.say(f"removed {path.name}, left by an interrupted deploy")
+            elif release.status == "migrating":
+                release.note("failed: the deploy was interrupted while migrating")
+                self.layout.save(release)
+                self.say(f"{path.name} was interrupted while migrating: marked failed")
 
     # -- the whole flows --------------------------------------------------------------------
 
     def deploy(self, ref: str) -> Release:
+        """The whole deploy; whatever its outcome, old releases are pruned afterwards."""
+        try:
+            return self._deploy(ref)
+        finally:
+            self.prune()
+
+    def _deploy(self, ref: str) -> Release:
         if not self.layout.env_file.exists():
             raise DeployError(
                 f"{self.layout.env_file} is missing: write the service's settings there (0600)"
             )
         previous = self.layout.current_name()
+        self.clean_interrupted()
         self.say(f"fetching {ref} from the repository")
         sha = self.fetch(ref)
-        release = self.unpack(ref, sha)
+        try:
+            release = self.unpack(ref, sha)
+        except DeployError as exc:
+            still = previous or "nothing"
+            raise DeployError(f"{exc}; nothing was switched, {still} still serves") from None
         self.say(f"release {release.name}: installing with uv sync --frozen --no-dev")
         applied: list[str] | None = None
         try:
@@ -291,6 +377,8 @@ class Deployer:
             )
             applied = [s["migration_id"] for s in states if s["applied"]]
             self.say("migrating")
+            release.note("migrating")
+            self.layout.save(release)
             self.ops(release.name, "migrate", what="migrate")
         except (DeployError, backups.BackupError, OSError, ValueError) as exc:
             if applied is not None:
@@ -300,6 +388,8 @@ class Deployer:
             still = previous or "nothing"
             raise DeployError(f"{exc}; nothing was switched, {still} still serves") from None
         self.say(f"switching current to {release.name} and restarting")
+        release.note("switched")
+        self.layout.save(release)
         self.layout.switch(release.name)
         try:
             self.restart()
@@ -319,7 +409,6 @@ class Deployer:
             raise DeployError(f"{exc}; rolled back to {previous}, which is serving") from None
         release.note("deployed")
         self.layout.save(release)
-        self.prune()
         return release
 
     def _undo_migrations(self, release: Release, target: str | None) -> None:
@@ -357,11 +446,7 @@ class Deployer:
                 raise DeployError(f"{to} is already the current release")
             target = to
         else:
-            older = [
-                n
-                for n in names
-                if n < current and any(h.endswith(" deployed") for h in self.layout.load(n).history)
-            ]
+            older = [n for n in names if n < current and self.layout.load(n).good]
             if not older:
                 raise DeployError(f"there is no release before {current} to roll back to")
             target = older[-1]

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from ops.common import console, fail, plain, settings_or_fail, with_database
-from sosekni import logs, migrations
+from sosekni import lifecycle, logs, migrations
 from sosekni.db import sql
 
 log = logging.getLogger("sosekni.poll")
@@ -58,6 +58,7 @@ def serve(
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, access_log=False)
     Sanic.serve(primary=app, app_loader=loader)
+    lifecycle.release_helpers()
 
 
 def _check_can_listen(host: str, port: int) -> None:

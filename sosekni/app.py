@@ -14,7 +14,7 @@ from sanic.response import HTTPResponse, text
 from sanic.response import json as json_response
 from telegram import Update
 
-from sosekni import logs
+from sosekni import lifecycle, logs
 from sosekni.bot import ALLOWED_UPDATES
 from sosekni.config import Settings, load_settings
 from sosekni.db import as_utc, is_unavailable, sql, utcnow
@@ -52,6 +52,10 @@ def create_app(settings: Settings | None = None, policy: DeliveryPolicy = DEFAUL
     @app.main_process_start
     async def share_metrics(app: Sanic) -> None:
         app.shared_ctx.metrics = shared_array()
+
+    @app.main_process_ready
+    async def stop_from_the_managers_loop(app: Sanic) -> None:
+        lifecycle.defer_stop_signals(app.manager)
 
     @app.before_server_start
     async def open_runtime(app: Sanic) -> None:

@@ -1,7 +1,8 @@
 """`sosekni-ops deploy / rollback / releases` for real: a git repository, uv, a live server.
 
 The repository is made by the test from the project's own HEAD: v1 is HEAD, v2 adds a
-migration, v3 adds a migration that fails, v4 adds a migration and never becomes healthy.
+migration, v3 adds a migration that fails, v4 adds a migration and never becomes healthy;
+badlock (v1 with a broken uv.lock) fails fast at install, dotenv (v1) commits a `.env`.
 RESTART_COMMAND is a script that stops the running server and starts `current`'s.
 """
 
@@ -14,6 +15,7 @@ import os
 import pkgutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from ops.deploy import KEEP_RELEASES, METADATA, Deployer, Layout, Release
 from sosekni.config import load_settings
 from tests.fakes.postgres import create_database, drop_database
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import ROOT, Db, base_env, free_port, run_ops
+from tests.harness import ROOT, Db, base_env, free_port, ops_command, run_ops
 
 MIGRATION = """from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine import engine_finder
@@ -110,6 +112,13 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
             '    return json_response({"status": "fail"}, status=503)\n'
         )
     commit_tag(work, "v4")
+    git(work, "checkout", "-q", "v1")
+    (work / "uv.lock").write_text("this is not a lock file\n")
+    commit_tag(work, "badlock")
+    git(work, "checkout", "-q", "v1")
+    (work / ".env").write_text("DATABASE_URL=sqlite:///committed-by-mistake.db\n")
+    git(work, "add", "-f", ".env")
+    commit_tag(work, "dotenv")
     git(base, "clone", "-q", "--bare", str(work), str(bare))
     return bare
 
@@ -300,3 +309,91 @@ def test_only_the_last_releases_are_kept_and_never_the_current_one(tmp_path: Pat
     )
     Deployer(settings, "http://127.0.0.1:9/health", 1).prune()
     assert layout.names() == [names[0], *names[-KEEP_RELEASES:]]
+
+
+def test_failed_and_interrupted_releases_are_pruned_before_good_ones(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    good = ["20260101T000000Z-aaaaaa1", "20260102T000000Z-aaaaaa2"]
+    failed = [f"2026010{n}T000000Z-bbbbbb{n}" for n in range(3, 10)]
+    for name in good:
+        (layout.releases / name).mkdir(parents=True)
+        release = Release(name=name)
+        release.note("deployed")
+        layout.save(release)
+    for name in failed:
+        (layout.releases / name).mkdir(parents=True)
+        release = Release(name=name)
+        release.note("failed before the switch: uv sync --frozen --no-dev failed: no")
+        layout.save(release)
+    (layout.releases / "20260110T000000Z-cccccc1").mkdir()  # an orphan: no metadata at all
+    layout.switch(good[1])
+    settings = load_settings(
+        {"DEPLOY_ROOT": str(tmp_path), "DATABASE_URL": "sqlite:///x.db"}, need_admins=False
+    )
+    Deployer(settings, "http://127.0.0.1:9/health", 1).prune()
+    assert layout.names() == [*good, *failed[-(KEEP_RELEASES - 2) :]]
+    assert sorted(os.listdir(layout.releases)) == layout.names()
+
+
+def test_failed_deploys_never_push_the_rollback_target_out(site: Site) -> None:
+    done = site.deploy("deploy", "v1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    good = site.current()
+    for _ in range(KEEP_RELEASES + 1):
+        done = site.deploy("deploy", "badlock")
+        assert done.returncode == 1 and "uv sync --frozen --no-dev failed" in done.stderr
+        assert site.current() == good
+    done = site.deploy("deploy", "v2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    newer = site.current()
+    assert good in os.listdir(site.root / "releases")
+    assert len(os.listdir(site.root / "releases")) <= KEEP_RELEASES
+
+    listing = run_ops("releases", env=site.env)
+    assert listing.returncode == 0 and good in listing.stdout
+    done = site.deploy("rollback")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert site.current() == good and site.healthy()
+    assert newer in os.listdir(site.root / "releases")
+
+
+def test_a_ref_that_commits_env_fails_in_one_line_and_leaves_no_release(site: Site) -> None:
+    releases = site.root / "releases"
+    before = sorted(os.listdir(releases)) if releases.exists() else []
+    done = site.deploy("deploy", "dotenv")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert ".env" in done.stderr and "shared/.env" in done.stderr
+    after = sorted(os.listdir(releases)) if releases.exists() else []
+    assert after == before
+
+
+def test_a_deploy_killed_mid_install_is_cleaned_up_by_the_next(site: Site, tmp_path: Path) -> None:
+    releases = site.root / "releases"
+    before = sorted(os.listdir(releases)) if releases.exists() else []
+    bin_dir, started = tmp_path / "bin", tmp_path / "uv-started"
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 600\n")
+    (bin_dir / "uv").chmod(0o755)
+    env = {**site.env, "PATH": f"{bin_dir}:{site.env['PATH']}", "COLUMNS": "200"}
+    command = [*ops_command(), "deploy", "v1", "--health-url", site.health]
+    killed = subprocess.Popen(
+        command, env=env, cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert killed.poll() is None and time.monotonic() < deadline, "uv never started"
+            time.sleep(0.05)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    (leftover,) = sorted(set(os.listdir(releases)) - set(before))
+    assert site.release(leftover)["status"] == "unpacked"
+
+    done = site.deploy("deploy", "no-such-branch")
+    assert done.returncode == 1
+    assert f"removed {leftover}, left by an interrupted deploy" in done.stdout
+    assert sorted(os.listdir(releases)) == before
