@@ -162,9 +162,9 @@ async def test_a_tap_on_a_message_in_a_group_gets_a_toast_and_changes_nothing(
     posted = bot_message(chat["id"], 4, f"Access request #{request_id}") | {"chat": chat}
     sent_before = len(tg.calls("sendMessage"))
     await post_all(server, db, callback(user(admin), f"approve:{request_id}", posted))
+    assert await db.value("SELECT status FROM client_request") == "pending"
     answers = tg.calls("answerCallbackQuery")
     assert [a.params.get("text") for a in answers] == [text("en", "group_button")]
-    assert await db.value("SELECT status FROM client_request") == "pending"
     assert len(tg.calls("sendMessage")) == sent_before
     assert tg.calls("editMessageText") == [] and tg.calls("editMessageReplyMarkup") == []
 

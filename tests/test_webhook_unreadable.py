@@ -171,8 +171,13 @@ async def test_every_refusal_logs_one_line_with_its_reason(
     how = dict(how)
     body = how.pop("body", message(user(next_id()), "/start"))
     logged = len(server.log())
-    answer = await server.post(body, **how)
-    assert answer.status_code == status, answer.text
+    try:
+        answer = await server.post(body, **how)
+        assert answer.status_code == status, answer.text
+    except httpx.TransportError:
+        # Sanic answers 413 from the headers and closes while a client may still be sending
+        # the body; the client can then see a reset instead of the answer.
+        assert status == 413
     lines = [line for line in new_log(server, logged) if "webhook" in line]
     assert len(lines) == 1, lines
     assert f"refused {status}" in lines[0]
