@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from sanic import Request, Sanic
+from sanic.exceptions import PayloadTooLarge
 from sanic.response import HTTPResponse, text
 from sanic.response import json as json_response
 from telegram import Update
@@ -68,18 +69,27 @@ def create_app(settings: Settings | None = None, policy: DeliveryPolicy = DEFAUL
         await app.ctx.runtime.stop()
 
     app.add_route(webhook, "/webhook/telegram", methods=["POST"])
+    app.error_handler.add(PayloadTooLarge, _too_large)
     app.add_route(health, "/health", methods=["GET"])
     app.add_route(prometheus, "/metrics", methods=["GET"])
     return app
 
 
-def _error(status: int, description: str) -> HTTPResponse:
+def _error(status: int, description: str, *, logged: bool = False) -> HTTPResponse:
+    """A refusal: counted, and logged in one line with its reason (never the secret)."""
     metrics.inc("updates_refused")
+    if not logged:
+        log.warning("webhook: refused %d: %s", status, description)
     return json_response({"ok": False, "description": description}, status=status)
 
 
 async def webhook(request: Request) -> HTTPResponse:
-    """Check, parse and store one update; answer 200 only once it is stored."""
+    """Check, parse and store one update; answer 200 only once it is stored.
+
+    With the right secret the sender is Telegram, which resends whatever is not answered
+    2xx: a JSON object with a valid `update_id` is therefore always acknowledged, and one
+    the bot cannot read is stored as failed (with the reason), logged and counted.
+    """
     if not _secret_matches(request.headers.get(SECRET_HEADER), request.app.ctx.secret):
         return _error(403, "wrong or missing secret token")
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
@@ -95,21 +105,31 @@ async def webhook(request: Request) -> HTTPResponse:
     if not HANDLED_KINDS.intersection(data):
         log.debug("ignoring update %s: no handler for %s", update_id, sorted(data)[:5])
         return json_response({"ok": True})
+    error = None
     try:
-        update = Update.de_json(data, None)
-        kind, chat_id = inbox.describe(update, data)
-    except Exception:
-        return _error(400, "not a Telegram Update")
+        kind, chat_id = inbox.describe(Update.de_json(data, None), data)
+    except Exception as exc:  # PTB cannot read it (a newer or older Bot API shape)
+        kind, chat_id, error = inbox.kind_of(data), None, inbox.unreadable(exc)
     try:
-        is_new = await inbox.store(update_id, payload, kind, chat_id)
+        is_new = await inbox.store(update_id, payload, kind, chat_id, error)
     except Exception as exc:
         if is_unavailable(exc):
-            log.warning("webhook: database unavailable, asking Telegram to retry")
+            log.warning("webhook: refused 503: database unavailable, Telegram will retry")
         else:
-            log.exception("webhook: could not store update %s", update_id)
-        return _error(503, "storage unavailable, retry later")
+            log.exception("webhook: refused 503: could not store update %s", update_id)
+        return _error(503, "storage unavailable, retry later", logged=True)
     metrics.inc("updates_received" if is_new else "updates_duplicate")
+    if error is not None and is_new:
+        metrics.inc("updates_unreadable")
+        log.warning("update %s cannot be read, kept as failed: %s", update_id, error[:300])
     return json_response({"ok": True})
+
+
+async def _too_large(request: Request, exception: Exception) -> HTTPResponse:
+    """Sanic refuses a body over REQUEST_MAX_SIZE before any route: logged and counted too."""
+    if request.path == "/webhook/telegram":
+        return _error(413, f"body over {MAX_BODY} bytes")
+    return json_response({"ok": False, "description": "request too large"}, status=413)
 
 
 def _secret_matches(given: str | None, secret: bytes) -> bool:
@@ -137,7 +157,13 @@ async def health(request: Request) -> HTTPResponse:
         if checks["outbox"]["oldest_age_seconds"] > OUTBOX_STALE.total_seconds():
             failing.append("outbox")
     runtime = getattr(request.app.ctx, "runtime", None)
-    checks["bot"] = "ready" if runtime is not None and runtime.ready.is_set() else "starting"
+    if runtime is not None and runtime.ready.is_set():
+        checks["bot"] = "ready"
+    elif runtime is not None and runtime.startup_error is not None:
+        checks["bot"] = runtime.startup_error  # e.g. "start-up failed: InvalidToken"
+        failing.append("bot")
+    else:  # the first attempt still running, the database down, or Telegram unreachable
+        checks["bot"] = "starting"
     body: dict[str, Any] = {"status": "ok" if not failing else "fail", "checks": checks}
     if failing:
         body["failing"] = failing

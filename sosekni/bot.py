@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from telegram import MessageEntity, Update
 from telegram.ext import (
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
 from sosekni.config import Settings
 from sosekni.delivery.inbox import on_handler_error
-from sosekni.handlers import admin, client
+from sosekni.handlers import admin, chats, client
 
 MESSAGES = filters.UpdateType.MESSAGE  # edited messages and channel posts are ignored
+CAPTION_COMMAND = filters.CaptionEntity(MessageEntity.BOT_COMMAND)
 ALLOWED_UPDATES = ["message", "callback_query"]
 
 
@@ -43,6 +46,9 @@ def build_application(settings: Settings) -> Application:
 
 
 def add_handlers(application: Application) -> None:
+    """The handler table, behind `chats.gate` (group -1): the one place that decides which
+    chats and senders the handlers below ever see (private chats, persons)."""
+    application.add_handler(TypeHandler(Update, chats.gate), group=-1)
     application.add_handlers(
         [
             CommandHandler("start", client.start, filters=MESSAGES),
@@ -52,7 +58,8 @@ def add_handlers(application: Application) -> None:
             CallbackQueryHandler(admin.decision_button, pattern=admin.CALLBACK_PATTERN),
             CallbackQueryHandler(admin.unknown_button),
             MessageHandler(MESSAGES & filters.REPLY & filters.TEXT & ~filters.COMMAND, admin.reply),
-            MessageHandler(MESSAGES & filters.ChatType.PRIVATE & filters.TEXT, client.other_text),
+            MessageHandler(MESSAGES & filters.TEXT, client.other_text),
+            MessageHandler(MESSAGES & CAPTION_COMMAND, client.caption_command),
         ]
     )
     application.add_error_handler(on_handler_error)

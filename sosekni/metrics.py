@@ -16,7 +16,7 @@ from typing import Any
 
 from sosekni.db import sql
 
-COUNTERS = ("updates_received", "updates_duplicate", "updates_refused")
+COUNTERS = ("updates_received", "updates_duplicate", "updates_refused", "updates_unreadable")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Layout: counters, then one slot per bucket and +Inf, then the latency sum.
 _SIZE = len(COUNTERS) + len(LATENCY_BUCKETS) + 2
@@ -70,7 +70,7 @@ class Metrics:
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{labels} {_number(v)}" for labels, v in samples)
 
-        received, duplicate, refused = values[: len(COUNTERS)]
+        received, duplicate, refused, unreadable = values[: len(COUNTERS)]
         metric(
             "sosekni_updates_received_total",
             "counter",
@@ -88,6 +88,12 @@ class Metrics:
             "counter",
             "Webhook calls refused (bad secret, content type, body, size or storage down).",
             [("", refused)],
+        )
+        metric(
+            "sosekni_updates_unreadable_total",
+            "counter",
+            "Updates acknowledged but kept as failed: the bot cannot read them.",
+            [("", unreadable)],
         )
         inbox = await _counts("inbox_update")
         metric(

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from telegram.error import BadRequest, NetworkError, RetryAfter
 from telegram.ext import Application
 
 from sosekni import migrations
@@ -21,6 +22,24 @@ from sosekni.delivery.reminders import ReminderLoop
 from sosekni.services import admins
 
 log = logging.getLogger(__name__)
+
+
+class NotMigrated(RuntimeError):
+    """The database lacks migrations this release needs."""
+
+
+def _transient(error: BaseException) -> bool:
+    """Telegram could not be reached or was busy (network error, timeout, 5xx, 429): waiting
+    cures it. A refusal (401 InvalidToken, 403, 400 BadRequest) does not."""
+    if isinstance(error, RetryAfter):
+        return True
+    return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
+
+
+def _reason(error: BaseException) -> str:
+    """Why start-up failed, for /health: the error's type, never its text (PTB's
+    InvalidToken quotes the token); our own migration check says what to do."""
+    return str(error) if isinstance(error, NotMigrated) else type(error).__name__
 
 
 class Runtime:
@@ -54,6 +73,9 @@ class Runtime:
             ready=self.ready,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # Why the last start-up attempt failed, when waiting does not cure it (Telegram
+        # refused the token, migrations missing); None once started. /health reports it.
+        self.startup_error: str | None = None
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):
@@ -72,7 +94,7 @@ class Runtime:
                 await open_pool(self.engine, self.pool_size)
                 missing = [m.migration_id for m in await migrations.status() if not m.applied]
                 if missing:
-                    raise RuntimeError(
+                    raise NotMigrated(
                         f"{len(missing)} migration(s) not applied: run `sosekni-ops migrate`"
                     )
                 added = await admins.seed(self.settings.admin_telegram_ids)
@@ -81,12 +103,19 @@ class Runtime:
                 if not self.application._initialized:
                     await self.application.initialize()
                 log.info("bot @%s ready", self.application.bot.username)
+                self.startup_error = None
                 self.ready.set()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                what = "database unavailable" if is_unavailable(exc) else "start-up failed"
+                if is_unavailable(exc):
+                    what = "database unavailable"
+                elif _transient(exc):
+                    what = "Telegram unreachable"
+                else:
+                    what = "start-up failed"
+                    self.startup_error = f"start-up failed: {_reason(exc)}"
                 log.warning("%s (%s: %s); retrying in %.0fs", what, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)

@@ -260,6 +260,85 @@ def message(
     return {"update_id": update_id if update_id is not None else next_id(), "message": msg}
 
 
+GROUP_ANONYMOUS_BOT = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
+
+
+def group_chat(kind: str = "supergroup", *, forum: bool = False) -> dict[str, Any]:
+    """A group or supergroup (a forum when `forum`), with a fresh negative id."""
+    base = -1_000_000_000_000 if kind == "supergroup" else 0
+    chat: dict[str, Any] = {"id": base - next_id() % 10**9, "type": kind, "title": "Neighbours"}
+    if forum:
+        chat["is_forum"] = True
+    return chat
+
+
+def in_group(
+    update: dict[str, Any],
+    chat: dict[str, Any],
+    *,
+    sender_chat: dict[str, Any] | None = None,
+    sender: dict[str, Any] | None = None,
+    without_sender: bool = False,
+    topic: int | None = None,
+) -> dict[str, Any]:
+    """A `message(...)` update moved into a group `chat`, as Telegram shapes it there.
+
+    `sender_chat` (with `sender`, e.g. GROUP_ANONYMOUS_BOT) posts it on behalf of a chat;
+    `without_sender` drops `from`; `topic` puts it in a forum topic, which makes it a reply
+    to the topic's first message as every topic message is.
+    """
+    msg = update["message"]
+    msg["chat"] = chat
+    if sender is not None:
+        msg["from"] = sender
+    if without_sender:
+        msg.pop("from", None)
+    if sender_chat is not None:
+        msg["sender_chat"] = sender_chat
+    if topic is not None:
+        msg["message_thread_id"] = topic
+        msg["is_topic_message"] = True
+        msg.setdefault(
+            "reply_to_message",
+            {
+                "message_id": topic,
+                "date": msg["date"] - 60,
+                "chat": chat,
+                "from": msg.get("from", GROUP_ANONYMOUS_BOT),
+                "message_thread_id": topic,
+                "forum_topic_created": {"name": "Plots", "icon_color": 7322096},
+                "is_topic_message": True,
+            },
+        )
+    return update
+
+
+def with_caption(update: dict[str, Any], media: str = "photo") -> dict[str, Any]:
+    """A `message(...)` update turned into a photo or document whose caption is the text."""
+    msg = update["message"]
+    msg["caption"] = msg.pop("text")
+    if "entities" in msg:
+        msg["caption_entities"] = msg.pop("entities")
+    if media == "photo":
+        msg["photo"] = [
+            {"file_id": "AgAC-small", "file_unique_id": "AQAD1", "width": 90, "height": 67},
+            {"file_id": "AgAC-big", "file_unique_id": "AQAD2", "width": 1280, "height": 960},
+        ]
+    else:
+        msg["document"] = {
+            "file_id": "BQAC-doc",
+            "file_unique_id": "AgAD3",
+            "file_name": "plot-42.pdf",
+            "mime_type": "application/pdf",
+        }
+    return update
+
+
 def bot_message(chat_id: int, message_id: int, text: str, bot_id: int = 123456) -> dict[str, Any]:
     """A message the bot sent, as it appears in `reply_to_message`."""
     return {

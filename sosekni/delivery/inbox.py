@@ -97,7 +97,7 @@ def describe(update: Update, data: dict[str, Any]) -> tuple[str, int | None]:
     `data` is the JSON object `update` was read from. Raises ValueError when the chat or
     sender id is not a 64-bit integer.
     """
-    kind = next((key for key in data if key in _KINDS), "empty")
+    kind = kind_of(data)
     chat = update.effective_chat
     user = update.effective_user
     for who in (chat, user):
@@ -107,21 +107,41 @@ def describe(update: Update, data: dict[str, Any]) -> tuple[str, int | None]:
     return kind, chat_id
 
 
-async def store(update_id: int, payload: str, kind: str, chat_id: int | None) -> bool:
-    """Store an update durably; False when this `update_id` was stored before."""
+def kind_of(data: dict[str, Any]) -> str:
+    """The update's kind (`message`, `callback_query`, …) from its JSON object alone."""
+    return next((key for key in data if key in _KINDS), "empty")
+
+
+def unreadable(error: BaseException) -> str:
+    """Why an update could not be read, as stored in its row's `error`."""
+    return f"unreadable: {type(error).__name__}: {error}"[:2000]
+
+
+async def store(
+    update_id: int, payload: str, kind: str, chat_id: int | None, error: str | None = None
+) -> bool:
+    """Store an update durably; False when this `update_id` was stored before.
+
+    With an `error` (an update the bot cannot read, see `unreadable`) the row is stored as
+    `failed` with that reason, so it is kept for the operator and never processed.
+    """
     now = utcnow()
     rows = await sql(
         "INSERT INTO inbox_update (update_id, kind, chat_id, payload, status, attempts, "
-        "next_attempt_at, received_at) VALUES ({}, {}, {}, {}, 'new', 0, {}, {}) "
+        "next_attempt_at, received_at, error, processed_at) "
+        "VALUES ({}, {}, {}, {}, {}, 0, {}, {}, {}, {}) "
         "ON CONFLICT (update_id) DO NOTHING RETURNING id",
         update_id,
         kind[:32],
         chat_id,
         payload,
+        "new" if error is None else "failed",
         now,
         now,
+        error,
+        None if error is None else now,
     )
-    if rows:
+    if rows and error is None:
         inbox_ready.set()
     return bool(rows)
 

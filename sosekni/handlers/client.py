@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from telegram import MessageEntity, Update
+from telegram import Update
 from telegram.ext import ContextTypes
 
-from sosekni.handlers import chat_id_of, person_of, settings_of
+from sosekni.handlers import admin, chat_id_of, person_of, settings_of
+from sosekni.handlers.chats import command_of
 from sosekni.services import requests
 
 
-def text_after_command(update: Update) -> str:
-    """The text after `/request` or `/request@BotName`, newlines kept."""
+def text_after_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
+    """The text (or caption) after `/request` or `/request@BotName`, newlines kept."""
     message = update.effective_message
-    assert message is not None and message.text is not None
-    for entity in message.entities:
-        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
-            return message.text[entity.length :].strip()
-    return message.text.partition(" ")[2].strip()
+    assert message is not None
+    command = command_of(message, context.bot.username)
+    return command.rest if command is not None else ""
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Greet and explain /request."""
+    """Greet and explain /request; `/start request` (the groups' deep link) explains it at
+    once."""
+    if text_after_command(update, context) == "request":
+        person = person_of(update, context)
+        await requests.say(chat_id_of(update), person.language, "request_usage")
+        return
     await requests.greet(person_of(update, context), chat_id_of(update))
 
 
@@ -29,7 +33,7 @@ async def request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await requests.submit(
         person_of(update, context),
         chat_id_of(update),
-        text_after_command(update),
+        text_after_command(update, context),
         settings_of(context).default_language,
     )
 
@@ -43,3 +47,16 @@ async def other_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     """Anything else in a private chat: a short help."""
     person = person_of(update, context)
     await requests.help_for(person, chat_id_of(update))
+
+
+async def caption_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A photo or document whose caption is a command: answered as the same text would be
+    (PTB's CommandHandler reads `text` only)."""
+    message = update.effective_message
+    assert message is not None
+    command = command_of(message, context.bot.username)
+    handlers = {"start": start, "request": request, "status": status, "pending": admin.pending}
+    if command is not None and command.name in handlers:
+        await handlers[command.name](update, context)
+    elif command is not None:
+        await other_text(update, context)

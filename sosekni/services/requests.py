@@ -123,6 +123,12 @@ async def submit(
                 chat_id, text(lang, "already_approved", id=approved[0]["id"]), purpose="reply"
             )
             return Submitted.ALREADY_APPROVED, approved[0]["id"]
+        # Checked first so that the ordinary refusal draws no number from the id sequence
+        # (Postgres draws one even for an INSERT that ends in DO NOTHING).
+        pending = await _pending_of(client.telegram_id)
+        if pending is not None:
+            _already_pending(work, chat_id, lang, pending)
+            return Submitted.ALREADY_PENDING, pending["id"]
         now = utcnow()
         # The partial unique index decides under concurrency: a second pending row conflicts.
         rows = await sql(
@@ -139,25 +145,10 @@ async def submit(
             now,
             now,
         )
-        if not rows:
-            pending = await sql(
-                "SELECT id, submitted_at FROM client_request "
-                "WHERE client_telegram_id = {} AND status = {}",
-                client.telegram_id,
-                PENDING,
-            )
-            existing = _request(pending[0]) if pending else {"id": "?", "submitted_at": None}
-            work.message(
-                chat_id,
-                text(
-                    lang,
-                    "already_pending",
-                    id=existing["id"],
-                    submitted=when(existing["submitted_at"]),
-                ),
-                purpose="reply",
-            )
-            return Submitted.ALREADY_PENDING, pending[0]["id"] if pending else None
+        if not rows:  # a concurrent request of the same client won
+            pending = await _pending_of(client.telegram_id)
+            _already_pending(work, chat_id, lang, pending or {"id": "?", "submitted_at": None})
+            return Submitted.ALREADY_PENDING, pending["id"] if pending else None
         request = _request(rows[0])
         bind_log(request_id=request["id"])
         log.info("request #%s stored for client %s", request["id"], client.telegram_id)
@@ -170,6 +161,23 @@ async def submit(
         for admin_id in await admins.active_ids():
             _notify(work, admin_id, request, admin_language)
         return Submitted.CREATED, request["id"]
+
+
+async def _pending_of(client_telegram_id: int) -> dict[str, Any] | None:
+    rows = await sql(
+        "SELECT id, submitted_at FROM client_request WHERE client_telegram_id = {} AND status = {}",
+        client_telegram_id,
+        PENDING,
+    )
+    return _request(rows[0]) if rows else None
+
+
+def _already_pending(work: UnitOfWork, chat_id: int, lang: str, existing: dict[str, Any]) -> None:
+    work.message(
+        chat_id,
+        text(lang, "already_pending", id=existing["id"], submitted=when(existing["submitted_at"])),
+        purpose="reply",
+    )
 
 
 def _notify(
@@ -389,11 +397,28 @@ async def hint(person: Person, chat_id: int) -> None:
 
 
 async def answer_unknown_button(person: Person, callback_query_id: str) -> None:
+    await toast(person, callback_query_id, "unknown_button")
+
+
+async def toast(person: Person, callback_query_id: str, key: str) -> None:
+    """Answer a button tap with the short text `key`, so the client stops spinning."""
     async with unit_of_work() as work:
         _answer(
             work,
             Answer(chat_id=person.telegram_id, callback_query_id=callback_query_id),
-            text(person.language, "unknown_button"),
+            text(person.language, key),
+        )
+
+
+async def point_to_private(chat_id: int, language: str, link: str) -> None:
+    """One short answer in a group: the bot talks in private, here is the link. It names
+    nobody and stores nothing but the message itself."""
+    async with unit_of_work() as work:
+        work.message(
+            chat_id,
+            text(language, "group_pointer", link=html.escape(link)),
+            purpose="reply",
+            payload={"link_preview_options": {"is_disabled": True}},
         )
 
 

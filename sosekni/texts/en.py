@@ -95,4 +95,9 @@ TEXTS: dict[str, str] = {
     "pending_header": "{count} request(s) waiting for a decision, oldest first:",
     "pending_more": "…and {count} more. Decide these first, then send /pending again.",
     "unknown_button": "This button is no longer valid.",
+    "group_pointer": (
+        'I answer in a private chat only: <a href="{link}">open a chat with me</a> to ask '
+        "for access or to see your request."
+    ),
+    "group_button": "This works in a private chat with the bot only.",
 }
