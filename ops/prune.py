@@ -26,7 +26,7 @@ def prune(
 ) -> None:
     """Delete delivery bookkeeping older than its retention (the service does it hourly).
 
-    Inbox rows done or failed before INBOX_RETENTION_DAYS; outbox rows before OUTBOX_RETENTION_DAYS.
+    Inbox rows finished over INBOX_RETENTION_DAYS ago; outbox rows over OUTBOX_RETENTION_DAYS ago.
 
     Requests, decisions and administrators are the audit record: never deleted.
 
@@ -68,4 +68,5 @@ def prune(
             f"{kept.table}: {found[kept.table]} row(s) {verb} (finished before {when(cutoff)})",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
