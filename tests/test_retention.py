@@ -432,3 +432,21 @@ async def test_the_service_prunes_by_itself_and_metric_totals_survive_the_prune(
     assert after["sosekni_messages_sent_total"] == 3
     assert after["sosekni_updates_pending"] == after["sosekni_messages_pending"] == 0
     assert (await count("inbox_update"), await count("outbox_message")) == (0, 0)
+
+
+def test_ops_prune_help_shows_usage_and_an_example() -> None:
+    shown = CliRunner().invoke(ops_app, ["prune", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0
+    assert "Usage: sosekni-ops prune [OPTIONS]" in shown.output
+    assert "--dry-run" in shown.output
+    assert "Examples: sosekni-ops prune --dry-run" in shown.output
+
+
+def test_ops_prune_on_a_database_never_migrated_says_to_migrate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    refused = CliRunner().invoke(ops_app, ["prune"], env=cli_env(url))
+    assert refused.exit_code == 1
+    assert (
+        refused.output
+        == f"error: the database at {url} is not migrated: run `sosekni-ops migrate`\n"
+    )
