@@ -442,9 +442,10 @@ def test_ops_prune_help_shows_usage_and_an_example() -> None:
     assert "Examples: sosekni-ops prune --dry-run" in shown.output
 
 
-def test_ops_prune_on_a_database_never_migrated_says_to_migrate(tmp_path: Path) -> None:
+async def test_ops_prune_on_a_database_never_migrated_says_to_migrate(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bot.db'}"
-    refused = CliRunner().invoke(ops_app, ["prune"], env=cli_env(url))
+    # In a thread: the command runs an event loop of its own.
+    refused = await asyncio.to_thread(CliRunner().invoke, ops_app, ["prune"], env=cli_env(url))
     assert refused.exit_code == 1
     assert (
         refused.output
