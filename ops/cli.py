@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ops import admin, backup, deploy, health, migrate, queues, requests, serve, webhook
+from ops import admin, backup, deploy, health, migrate, prune, queues, requests, serve, webhook
 
 app = typer.Typer(
     name="sosekni-ops",
@@ -21,6 +21,7 @@ app.command()(health.health)
 app.command()(deploy.deploy)
 app.command()(deploy.rollback)
 app.command()(deploy.releases)
+app.command()(prune.prune)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(admin.app, name="admin")
 app.add_typer(requests.app, name="requests")

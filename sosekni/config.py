@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import ParseResult, unquote, urlparse
@@ -75,6 +76,31 @@ def _admin_ids(raw: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+# The floors: Telegram redelivers an update for up to 24 hours and the stored inbox row is
+# what recognises it as seen, so inbox rows stay at least two days; a finished outbox row
+# is only bookkeeping.
+INBOX_RETENTION_MIN_DAYS = 2.0
+OUTBOX_RETENTION_MIN_DAYS = 1.0
+_WHY = {
+    "INBOX_RETENTION_DAYS": " (Telegram redelivers updates for up to 24 hours)",
+    "OUTBOX_RETENTION_DAYS": "",
+}
+
+
+def _days(env_get: Callable[[str], str | None], name: str, default: float, least: float) -> float:
+    """A retention period in days: a number, at least `least`, at most ten years."""
+    raw = env_get(name)
+    if raw is None:
+        return default
+    try:
+        days = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of days, e.g. {default:g}") from None
+    if not least <= days <= 3650:
+        raise ConfigError(f"{name} must be at least {least:g} and at most 3650 days{_WHY[name]}")
+    return days
+
+
 def _database_url(raw: str) -> str:
     parsed = urlparse(raw)
     if parsed.scheme in ("postgres", "postgresql"):
@@ -132,6 +158,8 @@ class Settings:
     deploy_root: Path = Path("/opt/sosekni")
     repo_url: str | None = None
     restart_command: str = "systemctl restart sosekni"
+    inbox_retention_days: float = 7.0
+    outbox_retention_days: float = 30.0
 
     def __repr__(self) -> str:
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
@@ -232,6 +260,9 @@ def load_settings(
     if log_format not in ("text", "json"):
         raise ConfigError("LOG_FORMAT must be text or json")
 
+    inbox_days = _days(get, "INBOX_RETENTION_DAYS", 7.0, INBOX_RETENTION_MIN_DAYS)
+    outbox_days = _days(get, "OUTBOX_RETENTION_DAYS", 30.0, OUTBOX_RETENTION_MIN_DAYS)
+
     settings = Settings(
         telegram_bot_token=Secret(token) if token else None,
         admin_telegram_ids=admins,
@@ -247,6 +278,8 @@ def load_settings(
         deploy_root=Path(get("DEPLOY_ROOT") or "/opt/sosekni"),
         repo_url=get("REPO_URL"),
         restart_command=get("RESTART_COMMAND") or "systemctl restart sosekni",
+        inbox_retention_days=inbox_days,
+        outbox_retention_days=outbox_days,
     )
     if need_token:
         settings.require_token()

@@ -1,10 +1,19 @@
 """GET /metrics in Prometheus text format.
 
-Totals that the database knows (updates processed and failed, messages sent, failed and
-pending, decisions) are counted there, so they are exact across workers and restarts.
-What only the processes see (updates received, handler latency) lives in one shared
-memory array that every Sanic worker of the server writes to, so any worker answering a
-scrape reports the whole server since it started.
+What the processes count lives in one shared memory array that every Sanic worker of the
+server writes to, so any worker answering a scrape reports the whole server since it
+started: updates received, duplicate, refused and unreadable (the webhook), processed and failed (the
+inbox worker, as it marks them), messages sent and failed (the sender, as it marks them),
+and the handler latency. These totals are counters kept as they change, not counts of
+rows: retention deletes finished rows, and a count would go backwards with them (and cost
+more with every row kept). Like every Prometheus counter they restart from zero with the
+server. Counted in memory and not in a counters table on purpose: one row updated in every
+handler's transaction would make all workers queue on its row lock on Postgres.
+
+Gauges read the database through partial indexes of open rows, so a scrape costs what is
+waiting, not what was ever done: updates and messages pending, requests pending. Decisions
+by response are counted from the requests (the audit record, never deleted) through the
+status index.
 """
 
 from __future__ import annotations
@@ -17,9 +26,11 @@ from typing import Any
 from sosekni.db import sql
 
 COUNTERS = ("updates_received", "updates_duplicate", "updates_refused", "updates_unreadable")
+# Totals the workers keep as they mark rows (see the module's docstring).
+TOTALS = ("updates_processed", "updates_failed", "messages_sent", "messages_failed")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# Layout: counters, then one slot per bucket and +Inf, then the latency sum.
-_SIZE = len(COUNTERS) + len(LATENCY_BUCKETS) + 2
+# Layout: counters, totals, then one slot per bucket and +Inf, then the latency sum.
+_SIZE = len(COUNTERS) + len(TOTALS) + len(LATENCY_BUCKETS) + 2
 
 
 def shared_array() -> SynchronizedArray:
@@ -44,12 +55,12 @@ class Metrics:
         self.array = array if array is not None else _LocalArray()
 
     def inc(self, counter: str, amount: float = 1) -> None:
-        index = COUNTERS.index(counter)
+        index = (*COUNTERS, *TOTALS).index(counter)
         with self.array.get_lock():
             self.array[index] += amount
 
     def observe_latency(self, seconds: float) -> None:
-        base = len(COUNTERS)
+        base = len(COUNTERS) + len(TOTALS)
         with self.array.get_lock():
             for n, bound in enumerate(LATENCY_BUCKETS):
                 if seconds <= bound:
@@ -95,40 +106,43 @@ class Metrics:
             "Updates acknowledged but kept as failed: the bot cannot read them.",
             [("", unreadable)],
         )
-        inbox = await _counts("inbox_update")
+        total = dict(zip(TOTALS, values[len(COUNTERS) : len(COUNTERS) + len(TOTALS)], strict=True))
         metric(
             "sosekni_updates_processed_total",
             "counter",
-            "Updates processed by the handlers.",
-            [("", inbox.get("done", 0))],
+            "Updates processed by the handlers (since the server started).",
+            [("", total["updates_processed"])],
         )
         metric(
             "sosekni_updates_failed_total",
             "counter",
-            "Updates given up after repeated handler failures.",
-            [("", inbox.get("failed", 0))],
+            "Updates given up after repeated handler failures (since the server started).",
+            [("", total["updates_failed"])],
         )
         metric(
             "sosekni_updates_pending",
             "gauge",
             "Updates stored but not processed yet.",
-            [("", inbox.get("new", 0) + inbox.get("processing", 0))],
+            [("", await _count("inbox_update", INBOX_OPEN))],
         )
-        outbox = await _counts("outbox_message")
         metric(
-            "sosekni_messages_sent_total", "counter", "Bot API calls delivered.",
-            [("", outbox.get("sent", 0))],
+            "sosekni_messages_sent_total", "counter",
+            "Bot API calls delivered, per queued message (since the server started).",
+            [("", total["messages_sent"])],
         )  # fmt: skip
         metric(
             "sosekni_messages_failed_total", "counter",
             "Bot API calls Telegram refused for good (e.g. bot blocked, chat not found).",
-            [("", outbox.get("failed", 0))],
+            [("", total["messages_failed"])],
         )  # fmt: skip
         metric(
             "sosekni_messages_pending", "gauge", "Bot API calls queued, not delivered yet.",
-            [("", outbox.get("pending", 0) + outbox.get("sending", 0))],
+            [("", await _count("outbox_message", OUTBOX_OPEN))],
         )  # fmt: skip
-        decisions = await _counts("client_request")
+        decisions = {
+            status: await _count("client_request", f"status = '{status}'")
+            for status in ("approved", "rejected", "pending")
+        }
         metric(
             "sosekni_request_decisions_total",
             "counter",
@@ -142,7 +156,7 @@ class Metrics:
             "sosekni_requests_pending", "gauge", "Requests waiting for a decision.",
             [("", decisions.get("pending", 0))],
         )  # fmt: skip
-        base = len(COUNTERS)
+        base = len(COUNTERS) + len(TOTALS)
         buckets = [
             (f'{{le="{bound:g}"}}', values[base + n]) for n, bound in enumerate(LATENCY_BUCKETS)
         ]
@@ -161,9 +175,16 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.6f}"
 
 
-async def _counts(table: str) -> dict[str, int]:
-    rows = await sql(f"SELECT status, count(*) AS n FROM {table} GROUP BY status")
-    return {r["status"]: int(r["n"]) for r in rows}
+# Open rows, written exactly as the partial indexes of open rows (migration
+# `claim_indexes`) are: SQLite uses a partial index only for a query that repeats its WHERE.
+INBOX_OPEN = "(status = 'new' OR status = 'processing')"
+OUTBOX_OPEN = "(status = 'pending' OR status = 'sending')"
+
+
+async def _count(table: str, where: str) -> int:
+    """Rows of `table` matching `where`, which an index must cover (see the docstring)."""
+    rows = await sql(f"SELECT count(*) AS n FROM {table} WHERE {where}")
+    return int(rows[0]["n"])
 
 
 metrics = Metrics()  # rebound to the server's shared array by `use`

@@ -19,6 +19,7 @@ from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
 from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
 from sosekni.delivery.reminders import ReminderLoop
+from sosekni.delivery.retention import Retention, RetentionLoop
 from sosekni.services import admins
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Runtime:
             settings.default_language,
             ready=self.ready,
         )
+        self.retention = RetentionLoop(Retention.of(settings), ready=self.ready)
         self._tasks: list[asyncio.Task[None]] = []
         # Why the last start-up attempt failed, when waiting does not cure it (Telegram
         # refused the token, migrations missing); None once started. /health reports it.
@@ -85,6 +87,7 @@ class Runtime:
             asyncio.create_task(self.inbox.run(), name="inbox"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.reminders.run(), name="reminders"),
+            asyncio.create_task(self.retention.run(), name="retention"),
         ]
 
     async def _bootstrap(self) -> None:
@@ -125,6 +128,7 @@ class Runtime:
         self.inbox.stop()
         self.outbox.stop()
         self.reminders.stop()
+        self.retention.stop()
         tasks = self._tasks
         if tasks:
             tasks[0].cancel()

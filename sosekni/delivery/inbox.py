@@ -147,17 +147,24 @@ async def store(
 
 
 async def claim(policy: DeliveryPolicy = DEFAULT_POLICY) -> list[dict[str, Any]]:
-    """Take due updates (new, or abandoned by a dead worker), oldest first, one per chat."""
+    """Take due updates (new, or abandoned by a dead worker), oldest first, one per chat.
+
+    Both scans repeat the WHERE of the partial indexes of open rows word for word
+    (`inbox_update_open`, `inbox_update_open_chat`): SQLite uses a partial index only then,
+    and without them, once ANALYZE has seen a million finished rows, it walks the table.
+    """
     now = utcnow()
     token = str(uuid.uuid4())
     skip_locked = " FOR UPDATE SKIP LOCKED" if is_postgres(current_engine()) else ""
     rows = await sql(
         "UPDATE inbox_update SET status = 'processing', claim_token = {}, locked_until = {}, "
         "attempts = attempts + 1 WHERE id IN (SELECT i.id FROM inbox_update i WHERE "
-        "((i.status = 'new' AND i.next_attempt_at <= {}) "
+        "(i.status = 'new' OR i.status = 'processing') "
+        "AND ((i.status = 'new' AND i.next_attempt_at <= {}) "
         "OR (i.status = 'processing' AND i.locked_until < {})) "
-        "AND NOT EXISTS (SELECT 1 FROM inbox_update o WHERE o.chat_id = i.chat_id "
-        "AND o.id < i.id AND o.status IN ('new', 'processing')) "
+        "AND NOT EXISTS (SELECT 1 FROM inbox_update o WHERE "
+        "(o.status = 'new' OR o.status = 'processing') "
+        "AND o.chat_id = i.chat_id AND o.id < i.id) "
         f"ORDER BY i.id LIMIT {{}}{skip_locked}) "
         "RETURNING id, update_id, payload, attempts, claim_token",
         token,
@@ -170,13 +177,15 @@ async def claim(policy: DeliveryPolicy = DEFAULT_POLICY) -> list[dict[str, Any]]
 
 
 async def _finish_without_effect(row: dict[str, Any]) -> None:
-    await sql(
+    done = await sql(
         "UPDATE inbox_update SET status = 'done', processed_at = {}, claim_token = NULL "
-        "WHERE id = {} AND claim_token = {}",
+        "WHERE id = {} AND claim_token = {} RETURNING id",
         utcnow(),
         row["id"],
         row["claim_token"],
     )
+    if done:
+        metrics.inc("updates_processed")
 
 
 async def _release(row: dict[str, Any], error: BaseException, policy: DeliveryPolicy) -> None:
@@ -185,14 +194,16 @@ async def _release(row: dict[str, Any], error: BaseException, policy: DeliveryPo
     reason = f"{type(error).__name__}: {error}"[:2000]
     if attempts >= policy.inbox_max_attempts:
         log.error("update %s failed %d times, giving up: %s", row["update_id"], attempts, reason)
-        await sql(
+        failed = await sql(
             "UPDATE inbox_update SET status = 'failed', error = {}, claim_token = NULL, "
-            "processed_at = {} WHERE id = {} AND claim_token = {}",
+            "processed_at = {} WHERE id = {} AND claim_token = {} RETURNING id",
             reason,
             utcnow(),
             row["id"],
             row["claim_token"],
         )
+        if failed:
+            metrics.inc("updates_failed")
         return
     delay = min(policy.backoff(attempts + 1, random.random()), 60.0)
     log.warning(
@@ -241,6 +252,8 @@ async def process(
     finally:
         current_claim.reset(tokens[0])
         current_outcome.reset(tokens[1])
+        if claim_.finished:  # the handler's transaction marked it done
+            metrics.inc("updates_processed")
         metrics.observe_latency(time.perf_counter() - started)
     try:
         if isinstance(outcome.error, ClaimLost):

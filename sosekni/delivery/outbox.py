@@ -33,6 +33,7 @@ from sosekni.delivery.botapi import BotApi
 from sosekni.delivery.lease import SenderLease
 from sosekni.delivery.policy import DEFAULT_POLICY, Clock, DeliveryPolicy, SystemClock
 from sosekni.delivery.schedule import EDIT, Item, Pacer, Unit, plan
+from sosekni.metrics import metrics
 from sosekni.services import cards
 from sosekni.services.cards import Call
 from sosekni.services.work import OutboxWakeup, outbox_ready
@@ -353,10 +354,10 @@ class OutboxSender(BackgroundLoop):
                 reason,
             )
         sent_at = self._at(self.clock.time()) if status == "sent" else None
-        await sql(
+        marked = await sql(
             "UPDATE outbox_message SET status = {}, sent_at = {}, claim_token = NULL, "
             f"last_error = {{}}, attempts = attempts - {{}} "
-            f"WHERE id IN ({marks}) AND claim_token = {{}}",
+            f"WHERE id IN ({marks}) AND claim_token = {{}} RETURNING id",
             status,
             sent_at,
             reason[:2000] or None,
@@ -364,6 +365,8 @@ class OutboxSender(BackgroundLoop):
             *ids,
             rows[0]["claim_token"],
         )
+        if marked and status in ("sent", "failed"):
+            metrics.inc(f"messages_{status}", len(marked))
 
     async def _retry(
         self, rows: list[dict[str, Any]], reason: str, delay: float, counted: bool = True
