@@ -2,8 +2,8 @@
 
 What the processes count lives in one shared memory array that every Sanic worker of the
 server writes to, so any worker answering a scrape reports the whole server since it
-started: updates received, duplicate, refused and unreadable (the webhook), processed and failed (the
-inbox worker, as it marks them), messages sent and failed (the sender, as it marks them),
+started: updates received, duplicate, refused and unreadable (the webhook), processed and
+failed (the inbox worker, as it marks them), messages sent and failed (the sender),
 and the handler latency. These totals are counters kept as they change, not counts of
 rows: retention deletes finished rows, and a count would go backwards with them (and cost
 more with every row kept). Like every Prometheus counter they restart from zero with the
