@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import logging
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sanic import Request, Sanic
@@ -152,10 +152,7 @@ async def health(request: Request) -> HTTPResponse:
         checks["database"] = f"unavailable: {type(exc).__name__}"
         failing.append("database")
     else:
-        if checks["inbox"]["oldest_age_seconds"] > INBOX_STALE.total_seconds():
-            failing.append("inbox")
-        if checks["outbox"]["oldest_age_seconds"] > OUTBOX_STALE.total_seconds():
-            failing.append("outbox")
+        failing.extend(stale_queues(checks))
     runtime = getattr(request.app.ctx, "runtime", None)
     if runtime is not None and runtime.ready.is_set():
         checks["bot"] = "ready"
@@ -185,15 +182,42 @@ async def _backlog() -> dict[str, Any]:
     cost follows what waits, never the history."""
     now = utcnow()
     result: dict[str, Any] = {}
-    for name, table, where, since in (
-        ("inbox", "inbox_update", INBOX_OPEN, "received_at"),
-        ("outbox", "outbox_message", OUTBOX_OPEN, "created_at"),
+    for name, table, where, since, waiting in (
+        ("inbox", "inbox_update", INBOX_OPEN, "received_at", "new"),
+        ("outbox", "outbox_message", OUTBOX_OPEN, "created_at", "pending"),
     ):
-        rows = await sql(f"SELECT count(*) AS n, min({since}) AS oldest FROM {table} WHERE {where}")
-        oldest = rows[0]["oldest"]
-        oldest = as_utc(oldest)
-        age = (now - oldest).total_seconds() if oldest is not None else 0.0
-        result[name] = {"backlog": int(rows[0]["n"]), "oldest_age_seconds": round(age, 3)}
+        rows = await sql(
+            f"SELECT count(*) AS n, min({since}) AS oldest, "
+            f"min(CASE WHEN status = '{waiting}' THEN next_attempt_at END) AS due "
+            f"FROM {table} WHERE {where}"
+        )
+        result[name] = {
+            "backlog": int(rows[0]["n"]),
+            "oldest_age_seconds": _seconds_since(now, rows[0]["oldest"]),
+            "overdue_seconds": _seconds_since(now, rows[0]["due"]),
+        }
     failed = await sql("SELECT count(*) AS n FROM outbox_message WHERE status = 'failed'")
     result["outbox"]["failed"] = int(failed[0]["n"])
     return result
+
+
+def _seconds_since(now: datetime, moment: Any) -> float:
+    moment = as_utc(moment)
+    return round(max((now - moment).total_seconds(), 0.0), 3) if moment is not None else 0.0
+
+
+def stale_queues(checks: dict[str, Any]) -> list[str]:
+    """The queues whose work waits on this service rather than on Telegram.
+
+    An update still unprocessed `INBOX_STALE` after it arrived fails `inbox`. The outbox
+    fails when a message has been due for `OUTBOX_STALE` and nobody tried it (the sender is
+    stuck or not running), not when it is old: a message waiting out Telegram's backoff or
+    `retry_after` is not this service's fault, gets its next try on time, and is given up
+    after `DeliveryPolicy.max_attempts` / `max_age_s`; a rollback would not help it.
+    """
+    failing = []
+    if checks["inbox"]["oldest_age_seconds"] > INBOX_STALE.total_seconds():
+        failing.append("inbox")
+    if checks["outbox"]["overdue_seconds"] > OUTBOX_STALE.total_seconds():
+        failing.append("outbox")
+    return failing

@@ -328,7 +328,7 @@ async def test_health_shows_the_outbox_backlog_while_telegram_fails_and_none_aft
     assert (await server.post(message(client, "/request Plot 42"))).status_code == 200
     await failed_sends(at_least=1)
     first = await health()
-    assert first["inbox"] == {"backlog": 0, "oldest_age_seconds": 0.0}
+    assert first["inbox"] == {"backlog": 0, "oldest_age_seconds": 0.0, "overdue_seconds": 0.0}
     assert first["outbox"]["backlog"] == 2  # the confirmation and the card
     assert first["outbox"]["oldest_age_seconds"] > 0
     assert first["outbox"]["failed"] == 0
@@ -342,8 +342,13 @@ async def test_health_shows_the_outbox_backlog_while_telegram_fails_and_none_aft
     tg.recover()
     await db.settle()
     drained = await health()
-    assert drained["inbox"] == {"backlog": 0, "oldest_age_seconds": 0.0}
-    assert drained["outbox"] == {"backlog": 0, "oldest_age_seconds": 0.0, "failed": 0}
+    assert drained["inbox"] == {"backlog": 0, "oldest_age_seconds": 0.0, "overdue_seconds": 0.0}
+    assert drained["outbox"] == {
+        "backlog": 0,
+        "oldest_age_seconds": 0.0,
+        "overdue_seconds": 0.0,
+        "failed": 0,
+    }
     assert len(tg.sent_texts(client["id"])) == 1
     assert len(tg.sent_texts(admin["id"])) == 1
     assert (await scrape(server)).value("sosekni_messages_pending") == 0

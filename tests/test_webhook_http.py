@@ -123,7 +123,11 @@ async def test_health_reports_its_checks(bot: tuple[BotServer, Db, FakeTelegram]
     body = answer.json()
     assert answer.status_code == 200 and body["status"] == "ok"
     assert body["checks"]["database"] == "ok"
-    assert body["checks"]["inbox"] == {"backlog": 0, "oldest_age_seconds": 0.0}
+    assert body["checks"]["inbox"] == {
+        "backlog": 0,
+        "oldest_age_seconds": 0.0,
+        "overdue_seconds": 0.0,
+    }
     assert body["checks"]["outbox"]["backlog"] == 0
 
 
