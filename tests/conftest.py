@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.postgres import create_database, drop_database, postgres_server
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import TOKEN, BotServer, Db, base_env, run_ops
+from tests.harness import TOKEN, BotServer, Db, base_env, on_database, run_ops
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +38,19 @@ def postgres_url(postgres_admin_dsn: str) -> Iterator[str]:
     dsn = create_database(postgres_admin_dsn)
     yield dsn
     drop_database(postgres_admin_dsn, dsn)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of each engine, of its own, for in-process tests."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'bot.db'}"
+    from sosekni import migrations
+
+    on_database(url, migrations.forwards)
+    yield url
 
 
 def migrated_database(kind: str, admin_dsn: str | None, tmp: Path, api: str) -> str:

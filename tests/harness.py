@@ -12,10 +12,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -388,3 +388,23 @@ def ensure_tool(name: str) -> str:
 
 def iter_lines(text: str) -> Iterator[str]:
     yield from (line for line in text.splitlines() if line.strip())
+
+
+T = TypeVar("T")
+
+
+def on_database(url: str, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` with the application's engine bound to `url`, outside any event loop (as
+    a `sosekni-ops` command does), and close the pool after."""
+    from sosekni.db import bind, close_pool, engine_for, open_pool
+
+    async def main() -> T:
+        engine = engine_for(url)
+        bind(engine)
+        await open_pool(engine, 2)
+        try:
+            return await work()
+        finally:
+            await close_pool(engine)
+
+    return asyncio.run(main())

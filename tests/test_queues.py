@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from ops.cli import app
-from sosekni import migrations
-from sosekni.db import bind, close_pool, engine_for, open_pool, sql
-from tests.fakes.postgres import create_database, drop_database
+from sosekni.db import sql
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import BotServer, Db, base_env
+from tests.harness import BotServer, Db, base_env, on_database
 
-T = TypeVar("T")
 NOW = datetime.now(UTC)
 HOUR = timedelta(hours=1)
 MARKUP = "[bold]Anna[/bold] [/x] [link=https://evil.example/]here[/link]"
@@ -34,23 +30,8 @@ COMMANDS = [
 ]  # fmt: skip
 
 
-def run(url: str, work: Callable[[], Awaitable[T]]) -> T:
-    """Run `work` on the database at `url` (outside any event loop, as the CLI does)."""
-
-    async def main() -> T:
-        engine = engine_for(url)
-        bind(engine)
-        await open_pool(engine, 2)
-        try:
-            return await work()
-        finally:
-            await close_pool(engine)
-
-    return asyncio.run(main())
-
-
 def rows(url: str, table: str) -> list[dict[str, Any]]:
-    return run(url, lambda: sql(f"SELECT * FROM {table} ORDER BY id"))
+    return on_database(url, lambda: sql(f"SELECT * FROM {table} ORDER BY id"))
 
 
 def add_message(
@@ -74,7 +55,7 @@ def add_message(
         )
         return int(found[0]["id"])
 
-    return run(url, insert)
+    return on_database(url, insert)
 
 
 def add_update(url: str, update_id: int, status: str, error: str | None = None) -> int:
@@ -93,21 +74,12 @@ def add_update(url: str, update_id: int, status: str, error: str | None = None) 
         )
         return int(found[0]["id"])
 
-    return run(url, insert)
+    return on_database(url, insert)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_dsn: str) -> Iterator[str]:
-    """A migrated database of each engine."""
-    found = (
-        f"sqlite:///{tmp_path / 'bot.db'}"
-        if request.param == "sqlite"
-        else create_database(postgres_admin_dsn)
-    )
-    run(found, migrations.forwards)
-    yield found
-    if request.param == "postgres":
-        drop_database(postgres_admin_dsn, found)
+@pytest.fixture
+def url(migrated_url: str) -> str:
+    return migrated_url
 
 
 @pytest.fixture
