@@ -18,7 +18,8 @@ two administrators (1001, 1002), the lean fake Bot API (`bench.fakeapi`) and a l
 
 Then it waits (at most ``--drain`` s after the last tap) for every effect, and reports per run
 and per tree and N (medians over ``--repeats``): see bench/README.md, "Scenario `burst`".
-Results: ``<out>.json`` (every run, every figure, per-tap latencies) and ``<out>.md``.
+Results: ``<out>.md`` and, git-ignored, ``raw/<name>.json`` beside it (every run, every
+figure, per-tap latencies).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from bench.run import (
     server_env,
     with_db,
 )
+from bench.saving import save
 
 APPROVER, OTHER = ADMINS
 CLIENT_BASE = 300_000_000
@@ -854,11 +856,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["markdown"] = text
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     prefix = args.out or RESULTS / f"burst-{stamp}"
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{prefix}.json").write_text(json.dumps(report, indent=1, default=str))
-    Path(f"{prefix}.md").write_text(text)
+    md, raw = save(prefix, report, text)
     print(text)
-    print(f"results: {prefix}.json, {prefix}.md")
+    print(f"results: {md} (raw: {raw})")
     return report
 
 

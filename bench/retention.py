@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sqlite3
 import statistics
 import tempfile
@@ -36,6 +35,7 @@ import sosekni.app
 import sosekni.delivery.inbox
 import sosekni.delivery.outbox
 import sosekni.metrics
+from bench.saving import save
 from sosekni import migrations
 from sosekni.db import bind, engine_for, sql
 from sosekni.delivery import retention
@@ -265,8 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = "\n".join(lines) + "\n"
     print(text)
     out = options.out or RESULTS / f"retention-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    save(out, report, text)
     return report
 
 

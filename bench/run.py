@@ -40,6 +40,7 @@ import asyncpg
 import httpx
 
 from bench import procstats
+from bench.saving import save
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -1047,16 +1048,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = markdown(report["rows"], machine, report["args"])
     report["markdown"] = text
     prefix = args.out or RESULTS / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{prefix}.json").write_text(json.dumps(report, indent=1, default=str))
-    Path(f"{prefix}.md").write_text(text)
+    md, raw = save(prefix, report, text)
     print(text)
     if report["profile"]:
         for path in report["profile"].get("profiles", []):
             print(f"profile: {path}")
         for path in report["profile"].get("sql_counts", []):
             print(f"SQL statement counts: {path}")
-    print(f"results: {prefix}.json, {prefix}.md")
+    print(f"results: {md} (raw: {raw})")
     return report
 
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from bench import burst as bench_burst
 from bench import run as bench_run
+from bench.saving import raw_path
 
 EXPECTED_ROW_KEYS = {
     "acked_per_s",
@@ -45,8 +46,9 @@ def test_a_short_benchmark_run_finishes_and_reports(
             str(prefix),
         ]
     )
-    saved = json.loads(Path(f"{prefix}.json").read_text())
+    saved = json.loads(raw_path(prefix).read_text())
     assert saved["markdown"] == Path(f"{prefix}.md").read_text()
+    assert not Path(f"{prefix}.json").exists()  # raw JSON stays out of the recorded folder
     assert "| sosekni w=1 50/s seeds=100 |" in saved["markdown"]
 
     rows = {row["config"]["system"]: row for row in report["rows"]}
@@ -96,8 +98,9 @@ def test_the_burst_scenario_runs_and_reports(postgres_admin_dsn: str, tmp_path: 
     report = bench_burst.main(
         ["--n", "5", "--pg", postgres_admin_dsn, "--out", str(prefix), "--drain", "30"]
     )
-    saved = json.loads(Path(f"{prefix}.json").read_text())
+    saved = json.loads(raw_path(prefix).read_text())
     assert saved["markdown"] == Path(f"{prefix}.md").read_text()
+    assert not Path(f"{prefix}.json").exists()  # raw JSON stays out of the recorded folder
     assert "| current | 5 |" in saved["markdown"]
 
     [run] = report["runs"]
