@@ -28,26 +28,22 @@ class Secret(str):
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a `.env` file: KEY=VALUE lines, optional `export`, quotes, # comments."""
+    """Parse a `.env` file with python-dotenv's parser (KEY=VALUE lines, optional `export`,
+    quotes, # comments; no `${VAR}` expansion). A line it cannot read is refused by number,
+    never echoed: it may hold a secret."""
+    from dotenv.parser import parse_stream
+
     values: dict[str, str] = {}
     if not path.is_file():
         return values
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ConfigError(f"{path}: line {number} is not KEY=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error or (binding.key is not None and binding.value is None):
+                text = binding.original.string  # may begin with the blank lines before it
+                line = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
+                raise ConfigError(f"{path}: line {line} is not KEY=VALUE")
+            if binding.key is not None:
+                values[binding.key] = binding.value or ""
     return values
 
 
