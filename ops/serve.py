@@ -103,6 +103,7 @@ async def _poll(settings, timeout: int) -> None:
     from sosekni.bot import ALLOWED_UPDATES
     from sosekni.delivery import inbox
     from sosekni.delivery.outbox import retry_seconds
+    from sosekni.delivery.policy import Backoff
     from sosekni.runtime import Runtime
 
     runtime = Runtime(settings)
@@ -114,6 +115,7 @@ async def _poll(settings, timeout: int) -> None:
             loop.add_signal_handler(sig, stop.set)
     bot = runtime.application.bot
     offset: int | None = None
+    fetching = Backoff(2, 30)  # Telegram unreachable: 2, 4, 8 … 30 s between tries
     console.print("polling Telegram for updates; Ctrl-C stops")
     try:
         while not stop.is_set():
@@ -142,9 +144,11 @@ async def _poll(settings, timeout: int) -> None:
                 await asyncio.sleep(retry_seconds(exc))
                 continue
             except NetworkError as exc:
-                log.warning("getUpdates failed (%s); retrying", exc.message)
-                await asyncio.sleep(2)
+                delay = fetching.next()
+                log.warning("getUpdates failed (%s); retrying in %.0fs", exc.message, delay)
+                await asyncio.sleep(delay)
                 continue
+            fetching.reset()
             for data in updates:
                 offset = data["update_id"] + 1
                 try:
@@ -152,12 +156,13 @@ async def _poll(settings, timeout: int) -> None:
                 except Exception as exc:
                     log.warning("skipping update %s: %s", data["update_id"], exc)
                     continue
+                storing = Backoff(0.5, 10)
                 while True:
                     try:
                         await inbox.store(data["update_id"], json.dumps(data), kind, chat_id)
                         break
                     except Exception as exc:  # keep the update until the database is back
                         log.warning("cannot store update (%s); retrying", type(exc).__name__)
-                        await asyncio.sleep(2)
+                        await asyncio.sleep(storing.next())
     finally:
         await runtime.stop()

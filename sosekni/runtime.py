@@ -17,7 +17,7 @@ from sosekni.db import bind, close_pool, engine_for, is_unavailable, open_pool
 from sosekni.delivery.inbox import InboxWorker
 from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
-from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
+from sosekni.delivery.policy import DEFAULT_POLICY, Backoff, DeliveryPolicy
 from sosekni.delivery.reminders import ReminderLoop
 from sosekni.delivery.retention import Retention, RetentionLoop
 from sosekni.services import admins
@@ -91,7 +91,7 @@ class Runtime:
         ]
 
     async def _bootstrap(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, 30)
         while True:
             try:
                 await open_pool(self.engine, self.pool_size)
@@ -119,9 +119,9 @@ class Runtime:
                 else:
                     what = "start-up failed"
                     self.startup_error = f"start-up failed: {_reason(exc)}"
+                delay = backoff.next()
                 log.warning("%s (%s: %s); retrying in %.0fs", what, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
 
     async def stop(self, timeout: float = 10) -> None:
         """Let the loops finish what they hold, then release the pool and the bot."""

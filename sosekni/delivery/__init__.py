@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from sosekni.db import is_unavailable
+from sosekni.delivery.policy import Backoff
 from sosekni.services.work import Wakeup
 
 
@@ -38,21 +39,21 @@ class BackgroundLoop:
     async def run(self) -> None:
         if self.ready is not None and not await self._until_ready():
             return
-        failures = 0
+        backoff = Backoff(0.5, 10)
         while not self.stopping.is_set():
             try:
                 worked = await self.run_once()
             except Exception as exc:
-                failures += 1
+                delay = backoff.next()
                 if not is_unavailable(exc):
                     self.log.exception("%s: unexpected error; retrying", self.name)
-                elif failures == 1:
+                elif backoff.failures == 1:
                     self.log.warning("%s: database unavailable (%s); retrying", self.name, exc)
-                await asyncio.sleep(min(0.25 * 2**failures, 10))
+                await asyncio.sleep(delay)
                 continue
-            if failures:
+            if backoff.failures:
                 self.log.info("%s: database reachable again", self.name)
-            failures = 0
+            backoff.reset()
             if not worked:
                 await self.wakeup.wait(self.idle_timeout())
         await self.finish()

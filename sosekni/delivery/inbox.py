@@ -45,6 +45,8 @@ class Outcome:
 current_outcome: ContextVar[Outcome | None] = ContextVar("current_outcome", default=None)
 
 
+# A failing update is retried within the minute: its chat's later updates wait behind it.
+INBOX_MAX_DELAY_S = 60.0
 _INT64 = range(-(2**63), 2**63)
 # JSON escapes that decode to characters no database stores: NUL and UTF-16 surrogates
 # (a valid pair decodes to one character; what is left after decoding is a lone half).
@@ -205,7 +207,7 @@ async def _release(row: dict[str, Any], error: BaseException, policy: DeliveryPo
         if failed:
             metrics.inc("updates_failed")
         return
-    delay = min(policy.backoff(attempts + 1, random.random()), 60.0)
+    delay = min(policy.backoff(attempts + 1, random.random()), INBOX_MAX_DELAY_S)
     log.warning(
         "update %s failed (attempt %d), retrying in %.1fs: %s",
         row["update_id"],

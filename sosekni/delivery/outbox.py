@@ -31,7 +31,13 @@ from sosekni.db import as_utc, is_unavailable, sql, transaction
 from sosekni.delivery import BackgroundLoop
 from sosekni.delivery.botapi import BotApi
 from sosekni.delivery.lease import SenderLease
-from sosekni.delivery.policy import DEFAULT_POLICY, Clock, DeliveryPolicy, SystemClock
+from sosekni.delivery.policy import (
+    DEFAULT_POLICY,
+    Backoff,
+    Clock,
+    DeliveryPolicy,
+    SystemClock,
+)
 from sosekni.delivery.schedule import EDIT, Item, Pacer, Unit, plan
 from sosekni.metrics import metrics
 from sosekni.services import cards
@@ -314,7 +320,7 @@ class OutboxSender(BackgroundLoop):
     async def _persist(self, write: Callable[[], Awaitable[Any]]) -> Any:
         """Run a database step; while the database is unreachable, keep trying (the call it
         records was made: giving up would send it again)."""
-        delay = 0.25
+        backoff = Backoff(0.25, 10)
         while True:
             try:
                 return await write()
@@ -322,8 +328,7 @@ class OutboxSender(BackgroundLoop):
                 if not is_unavailable(exc) or self.stopping.is_set():
                     raise
                 log.warning("outbox: database unavailable (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+                await asyncio.sleep(backoff.next())
 
     # -- recording the outcome
 

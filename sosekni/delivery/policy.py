@@ -24,6 +24,30 @@ class SystemClock:
         return time.time()
 
 
+def exponential(attempts: int, base_s: float, cap_s: float, jitter: float | None = None) -> float:
+    """The one backoff formula: `base_s` · 2^(attempts − 1), at most `cap_s`; with `jitter` (a
+    number in [0, 1): random in production, fixed in tests) spread ±25 % around it."""
+    delay = min(cap_s, base_s * 2 ** max(attempts - 1, 0))
+    return delay if jitter is None else min(cap_s, delay * (0.75 + jitter / 2))
+
+
+class Backoff:
+    """Growing waits for a loop that retries the same step (1st wait `base_s`, then twice the
+    last, at most `cap_s`) until `reset` after a success."""
+
+    def __init__(self, base_s: float, cap_s: float) -> None:
+        self.base_s, self.cap_s = base_s, cap_s
+        self.failures = 0
+
+    def next(self) -> float:
+        """Count a failure and return how long to wait before trying again."""
+        self.failures += 1
+        return exponential(self.failures, self.base_s, self.cap_s)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
 @dataclass(frozen=True)
 class DeliveryPolicy:
     # Telegram's limits, kept by the outbox sender for the whole service.
@@ -62,8 +86,7 @@ class DeliveryPolicy:
 
         `jitter` is a number in [0, 1) (random in production, fixed in tests).
         """
-        base = min(self.max_backoff_s, self.backoff_base_s * 2 ** max(attempts - 1, 0))
-        return min(self.max_backoff_s, base * (0.75 + jitter / 2))
+        return exponential(attempts, self.backoff_base_s, self.max_backoff_s, jitter)
 
     def exhausted(self, attempts: int, age_s: float) -> bool:
         """True when a message that has just failed `attempts` times and was queued `age_s`
