@@ -304,7 +304,7 @@ async def test_database_outage_gives_503_and_recovers_without_restart(
     url = create_database(cluster.dsn)
     admin = next_id()
     env = base_env(url, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
-    on_database(url, migrations.forwards)
+    await asyncio.to_thread(on_database, url, migrations.forwards)  # it runs its own loop
     server = BotServer(env, workers=2, log_path=tmp_path / "serve.log").start()
     db = Db(url)
     try:
