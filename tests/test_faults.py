@@ -200,9 +200,11 @@ def paced_server(
 async def running(
     paced_server: tuple[PacedBotServer, Db, int], telegram: FakeTelegram
 ) -> AsyncIterator[tuple[BotServer, Db, FakeTelegram, int]]:
-    """The paced bot with empty tables (its administrator kept) and a clean fake Bot API."""
-    server, db, admin = paced_server
+    """The paced bot with empty tables, a clean fake Bot API and an administrator of this
+    test's own (calls a previous test left hanging in the fake never count here)."""
+    server, db, _ = paced_server
     await db.settle(timeout=60)
+    admin = next_id()
     await db.reset(admins=(admin,))
     telegram.reset()
     yield server, db, telegram, admin
