@@ -6,6 +6,9 @@ model), plus, when asked through the environment (each Sanic worker reads it):
 * ``BENCH_LIFT_LIMITS=1``: the app gets a `DeliveryPolicy` with Telegram's limits (30
   messages/s overall, 1/s per chat, 20/min per group) lifted, to measure the pipeline rather
   than the policy;
+* ``BENCH_BACKOFF_SCALE=FACTOR``: the retry backoff is FACTOR times the default
+  (`DeliveryPolicy.scaled`), so the fault tests watch real processes back off 0.2, 0.4,
+  0.8 … seconds instead of 1, 2, 4 …; a test hook, not a product setting;
 * ``BENCH_PROFILE=PREFIX``: pyinstrument samples each worker from server start to stop and
   writes ``PREFIX-<pid>.txt`` (and ``.html``);
 * ``BENCH_SQL_COUNTS=PREFIX``: every statement sent through asyncpg (including transaction
@@ -77,8 +80,12 @@ def create_bench_app() -> Sanic:
     from sosekni.app import create_app
     from sosekni.delivery.policy import DEFAULT_POLICY
 
-    lifted = os.environ.get("BENCH_LIFT_LIMITS") == "1"
-    app = create_app(policy=DEFAULT_POLICY.lifted() if lifted else DEFAULT_POLICY)
+    policy = DEFAULT_POLICY
+    if os.environ.get("BENCH_LIFT_LIMITS") == "1":
+        policy = policy.lifted()
+    if scale := os.environ.get("BENCH_BACKOFF_SCALE"):
+        policy = policy.scaled(float(scale))
+    app = create_app(policy=policy)
     if prefix := os.environ.get("BENCH_SQL_COUNTS"):
         _count_sql(app, prefix)
     if prefix := os.environ.get("BENCH_PROFILE"):

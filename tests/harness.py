@@ -408,3 +408,40 @@ def on_database(url: str, work: Callable[[], Awaitable[T]]) -> T:
             await close_pool(engine)
 
     return asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- paced server
+
+
+@dataclass
+class PacedBotServer(BotServer):
+    """A `BotServer` whose retry backoff is `backoff_scale` times the default.
+
+    The fault tests watch a real process back off after Telegram errors; at the default pace
+    that is 1 + 2 + 4 + 8 seconds of waiting. The pace is no product setting, so this runs
+    the same app factory and Sanic worker model as `sosekni-ops serve` through the
+    benchmark's wrapper (`python -m bench.serve`), which reads `BENCH_BACKOFF_SCALE`.
+    """
+
+    backoff_scale: float = 0.2
+
+    def start(self, wait_ready: bool = True, timeout: float = 60) -> PacedBotServer:
+        if self.log_path is None:
+            self.log_path = Path(
+                subprocess.check_output(
+                    ["mktemp", "/tmp/sosekni-serve-XXXXXX.log"], text=True
+                ).strip()
+            )
+        port, workers = str(self.port), str(self.workers)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bench.serve", "--port", port, "--workers", workers],
+                env={**self.env, "BENCH_BACKOFF_SCALE": str(self.backoff_scale)},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self

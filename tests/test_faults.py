@@ -11,16 +11,31 @@ import itertools
 import json
 import os
 import signal
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fakes.postgres import ThrowawayCluster, create_database
+from sosekni import migrations
+from tests.fakes.postgres import ThrowawayCluster, create_database, drop_database
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import BotServer, Db, base_env, message, next_id, run_ops, user
+from tests.harness import (
+    BotServer,
+    Db,
+    PacedBotServer,
+    base_env,
+    message,
+    next_id,
+    on_database,
+    user,
+)
+
+# The paced server's backoff: 0.2, 0.4, 0.8, 1.6 s where production waits 1, 2, 4, 8 s.
+BACKOFF_SCALE = 0.2
+BACKOFF_BASE_S = 1.0 * BACKOFF_SCALE
 
 
 def kill_group(server: BotServer) -> None:
@@ -31,10 +46,20 @@ def kill_group(server: BotServer) -> None:
 
 
 @pytest.fixture
-def postgres_db(postgres_url: str, telegram: FakeTelegram) -> str:
-    done = run_ops("migrate", env=base_env(postgres_url, telegram.base_url))
-    assert done.returncode == 0, done.stderr
+def postgres_db(postgres_url: str) -> str:
+    """A fresh migrated database (migrated in-process: `test_migrations.py` tests `migrate`)."""
+    on_database(postgres_url, migrations.forwards)
     return postgres_url
+
+
+async def until(db: Db, query: str, timeout: float = 30) -> None:
+    """Wait for the bot to get somewhere (`query` gives a truthy value) instead of sleeping
+    through a guess of how long it takes."""
+    deadline = time.monotonic() + timeout
+    while not await db.value(query):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {query}")
+        await asyncio.sleep(0.05)
 
 
 def texts_by_chat(tg: FakeTelegram, chats: list[int]) -> dict[int, list[str]]:
@@ -93,7 +118,8 @@ async def test_a_kill_in_the_middle_of_sending_resends_only_calls_in_flight(
     server = BotServer(env, log_path=tmp_path / "first.log").start()
     db = Db(postgres_db)
     clients = [user(next_id(), f"C{n}", None) for n in range(12)]
-    telegram.set_delay(5, method="sendMessage")  # calls hang: some are in flight at the kill
+    hang_s = 5
+    telegram.set_delay(hang_s, method="sendMessage")  # calls hang: some in flight at the kill
     try:
         for c in clients:
             assert (await server.post(message(c, "/request hi"))).status_code == 200
@@ -107,6 +133,7 @@ async def test_a_kill_in_the_middle_of_sending_resends_only_calls_in_flight(
         await asyncio.sleep(0.5)
     finally:
         kill_group(server)
+    killed_at = time.time()
     in_flight = {
         r["id"] for r in await db.fetch("SELECT id FROM outbox_message WHERE status = 'sending'")
     }
@@ -115,13 +142,15 @@ async def test_a_kill_in_the_middle_of_sending_resends_only_calls_in_flight(
     }
     assert in_flight and queued
     telegram.recover()
-    await asyncio.sleep(5.5)  # let the fake finish the calls the dead process left hanging
 
     again = BotServer(env, log_path=tmp_path / "second.log").start()
     try:
         await db.settle(timeout=60)
     finally:
         again.stop()
+    # The calls the dead process left hanging are answered (and recorded) `hang_s` after they
+    # came: count only once all are. The restart above nearly always took longer already.
+    await asyncio.sleep(max(0.0, killed_at + hang_s + 0.5 - time.time()))
     rows = await db.fetch(
         "SELECT id, chat_id, payload, status, purpose, request_id FROM outbox_message"
     )
@@ -150,15 +179,35 @@ async def test_a_kill_in_the_middle_of_sending_resends_only_calls_in_flight(
 # ----------------------------------------------------------------------------- Telegram outages
 
 
+@pytest.fixture(scope="module")
+def paced_server(
+    postgres_admin_dsn: str, fake_telegram: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[PacedBotServer, Db, int]]:
+    """One bot for the outage tests, backing off 5 times faster than in production (a
+    test hook, see `PacedBotServer`), started once: each test empties its tables."""
+    url = create_database(postgres_admin_dsn)
+    on_database(url, migrations.forwards)
+    admin = next_id()
+    env = base_env(url, fake_telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
+    log_path = tmp_path_factory.mktemp("paced") / "serve.log"
+    server = PacedBotServer(env, log_path=log_path, backoff_scale=BACKOFF_SCALE).start()
+    yield server, Db(url), admin
+    server.stop()
+    drop_database(postgres_admin_dsn, url)
+
+
 @pytest.fixture
 async def running(
-    postgres_db: str, telegram: FakeTelegram, tmp_path: Path
-) -> Iterator[tuple[BotServer, Db, FakeTelegram, int]]:
+    paced_server: tuple[PacedBotServer, Db, int], telegram: FakeTelegram
+) -> AsyncIterator[tuple[BotServer, Db, FakeTelegram, int]]:
+    """The paced bot with empty tables, a clean fake Bot API and an administrator of this
+    test's own (calls a previous test left hanging in the fake never count here)."""
+    server, db, _ = paced_server
+    await db.settle(timeout=60)
     admin = next_id()
-    env = base_env(postgres_db, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
-    server = BotServer(env, log_path=tmp_path / "serve.log").start()
-    yield server, Db(postgres_db), telegram, admin
-    server.stop()
+    await db.reset(admins=(admin,))
+    telegram.reset()
+    yield server, db, telegram, admin
 
 
 async def test_server_errors_are_retried_with_growing_backoff_then_delivered_once(
@@ -169,24 +218,29 @@ async def test_server_errors_are_retried_with_growing_backoff_then_delivered_onc
     tg.fail_next(4, status=500, method="sendMessage")
     assert (await server.post(message(client, "/start"))).status_code == 200
     await db.settle(timeout=60)
-    attempts = [c for c in tg.calls("sendMessage") if c.params["chat_id"] == client["id"]]
+    attempts = tg.calls("sendMessage", chat_id=client["id"])
     assert [c.status for c in attempts] == [500, 500, 500, 500, 200]
     gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
-    # about 1, 2, 4, 8 seconds, each within the ±25 % jitter
+    # The n-th wait is base * 2**n with +-25 % jitter: never shorter than its lower bound
+    # (no retry storm; the bounds double), and longer than the wait two before it, whatever
+    # the jitter (x4 nominal, x2.4 at worst) and however loaded the machine.
     for n, gap in enumerate(gaps):
-        assert 0.7 * 2**n <= gap <= 1.4 * 2**n + 0.5, gaps
+        assert gap >= 0.75 * BACKOFF_BASE_S * 2**n, gaps
+    for earlier, later in zip(gaps, gaps[2:], strict=False):
+        assert later > earlier, gaps
     assert len(tg.sent_texts(client["id"])) == 1
 
 
 async def test_retry_after_is_honoured(running: tuple[BotServer, Db, FakeTelegram, int]) -> None:
     server, db, tg, _ = running
     client = user(next_id())
-    tg.fail_next(1, status=429, retry_after=3, method="sendMessage")
+    # Telegram's retry_after, not the bot's backoff (10x the paced server's first backoff)
+    tg.fail_next(1, status=429, retry_after=2, method="sendMessage")
     assert (await server.post(message(client, "/start"))).status_code == 200
     await db.settle(timeout=30)
-    first, second = tg.calls("sendMessage")
+    first, second = tg.calls("sendMessage", chat_id=client["id"])
     assert (first.status, second.status) == (429, 200)
-    assert second.at - first.at >= 3
+    assert second.at - first.at >= 2
     assert len(tg.sent_texts(client["id"])) == 1
 
 
@@ -198,9 +252,7 @@ async def test_a_hanging_api_delays_messages_and_loses_none(
     clients = [user(next_id()) for _ in range(3)]
     for c in clients:
         assert (await server.post(message(c, "/request hi"))).status_code == 200
-    await asyncio.sleep(6)
-    errors = await db.fetch("SELECT last_error FROM outbox_message WHERE last_error IS NOT NULL")
-    assert any("TimedOut" in (r["last_error"] or "") for r in errors)
+    await until(db, "SELECT count(*) FROM outbox_message WHERE last_error LIKE '%TimedOut%'")
     tg.recover()
     await db.settle(timeout=90)
     for c in clients:
@@ -254,7 +306,7 @@ async def test_database_outage_gives_503_and_recovers_without_restart(
     url = create_database(cluster.dsn)
     admin = next_id()
     env = base_env(url, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
-    assert run_ops("migrate", env=env).returncode == 0
+    await asyncio.to_thread(on_database, url, migrations.forwards)  # it runs its own loop
     server = BotServer(env, workers=2, log_path=tmp_path / "serve.log").start()
     db = Db(url)
     try:

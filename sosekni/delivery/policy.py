@@ -104,5 +104,20 @@ class DeliveryPolicy:
             digest_wait_s=0.0,
         )
 
+    def scaled(self, factor: float) -> DeliveryPolicy:
+        """Retry backoff (inbox and outbox) `factor` times as long, everything else as is.
+
+        For tests of real processes: they watch the backoff grow without waiting through
+        1 + 2 + 4 + 8 seconds. Telegram's own numbers (its limits, `retry_after`) and the
+        leases are not the bot's to shorten, so they stay.
+        """
+        if factor <= 0:
+            raise ValueError(f"scale factor must be positive, not {factor}")
+        return replace(
+            self,
+            backoff_base_s=self.backoff_base_s * factor,
+            max_backoff_s=self.max_backoff_s * factor,
+        )
+
 
 DEFAULT_POLICY = DeliveryPolicy()
