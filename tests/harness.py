@@ -155,6 +155,11 @@ class BotServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The server's command line and environment."""
+        argv = [*ops_command(), "serve", "--port", str(self.port), "--workers", str(self.workers)]
+        return argv, self.env
+
     def start(self, wait_ready: bool = True, timeout: float = 60) -> BotServer:
         if self.log_path is None:
             self.log_path = Path(
@@ -162,16 +167,12 @@ class BotServer:
                     ["mktemp", "/tmp/sosekni-serve-XXXXXX.log"], text=True
                 ).strip()
             )
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*ops_command(), "serve", "--port", str(self.port), "--workers", str(self.workers)],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        argv, env = self.command()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         if wait_ready:
             self.wait_ready(timeout)
         return self
@@ -425,23 +426,7 @@ class PacedBotServer(BotServer):
 
     backoff_scale: float = 0.2
 
-    def start(self, wait_ready: bool = True, timeout: float = 60) -> PacedBotServer:
-        if self.log_path is None:
-            self.log_path = Path(
-                subprocess.check_output(
-                    ["mktemp", "/tmp/sosekni-serve-XXXXXX.log"], text=True
-                ).strip()
-            )
+    def command(self) -> tuple[list[str], dict[str, str]]:
         port, workers = str(self.port), str(self.workers)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.serve", "--port", port, "--workers", workers],
-                env={**self.env, "BENCH_BACKOFF_SCALE": str(self.backoff_scale)},
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        if wait_ready:
-            self.wait_ready(timeout)
-        return self
+        argv = [sys.executable, "-m", "bench.serve", "--port", port, "--workers", workers]
+        return argv, {**self.env, "BENCH_BACKOFF_SCALE": str(self.backoff_scale)}
