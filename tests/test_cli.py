@@ -1,23 +1,34 @@
 """The operator's commands: `admin`, `requests`, their failures and their help.
 
-Every test runs the real `sosekni-ops` executable against a real database (SQLite files, and
-Postgres for the commands that read or write data) and checks exit codes, the exact output and
-what the database holds. Commands that do not depend on each other run concurrently.
+The commands that read or write data run as the real `sosekni-ops` executable against a real
+database (SQLite files, and Postgres) and are checked for exit codes, the exact output and what
+the database holds. Help pages and failures need no process of their own: they run in-process
+through Typer's `CliRunner` (a process costs ~1.5 s of imports each), with a few real-process
+runs kept to prove the installed entry point itself: its help, its exit code and its one red
+error line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
+import os
 import re
 import subprocess
+import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from typer.testing import CliRunner
 
+from ops import common
+from ops.cli import app
 from tests.fakes.postgres import create_database, drop_database
 from tests.harness import base_env, run_ops
 from tests.test_migrations import API, Databases, Target, databases_of
@@ -109,6 +120,52 @@ def label(args: tuple[str, ...]) -> str:
     return " ".join(args) or "sosekni-ops"
 
 
+@contextlib.contextmanager
+def error_colours(coloured: bool) -> Iterator[None]:
+    """The error console coloured as `sosekni-ops` colours it at start, for one run.
+
+    The real process builds its error console at import and colours it if FORCE_COLOR is set
+    then. In this process it was built long before, under pytest's captured stderr, so the
+    console's own detection is run again under FORCE_COLOR (or colour is turned off) and the
+    console is put back after. The real-process tests below check the colour without this.
+    """
+    console = common.error_console
+    before = console._color_system  # Rich picks colours once, when built
+    if coloured:
+        with mock.patch.dict(os.environ, {"FORCE_COLOR": "1"}):
+            console._color_system = console._detect_color_system()
+    else:
+        console._color_system = None
+    try:
+        yield
+    finally:
+        console._color_system = before
+
+
+def in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`sosekni-ops ARGS` run in this process with exactly `env`, as `run_ops` runs it.
+
+    A process pays ~1.5 s of imports; this pays none. The result has a finished process's
+    shape so the tests read both alike. Variables of this process that `env` lacks are removed
+    for the run; the logging the command configures and the error colours are put back after.
+    An exception that escapes the command is appended to stderr as the real process would
+    print it, so "no traceback" still means no traceback.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    exact: dict[str, str | None] = {**dict.fromkeys(os.environ), **env, "COLUMNS": "200"}
+    try:
+        with error_colours(env.get("FORCE_COLOR", "") != ""):
+            done = CliRunner().invoke(app, list(args), env=exact)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    stderr = done.stderr
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(done.exception))
+    return subprocess.CompletedProcess(["sosekni-ops", *args], done.exit_code, done.stdout, stderr)
+
+
 # ----------------------------------------------------------------------------- fixtures
 
 
@@ -133,7 +190,7 @@ sqlite_only = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 def outcomes(
     postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[tuple[str, ...], subprocess.CompletedProcess[str]]]:
-    """Commands that need no prepared data, all run at once, by (situation, *args)."""
+    """Commands that need no prepared data, run in-process, by (situation, *args)."""
     tmp = tmp_path_factory.mktemp("outcomes")
     empty_file = tmp / "never-migrated.db"
     empty_file.touch()
@@ -161,7 +218,7 @@ def outcomes(
         base_env(f"sqlite:///{empty_file}", API),
     )
     try:
-        yield dict(zip(jobs, run_all(list(jobs.values())), strict=True))
+        yield {key: in_process(*job) for key, job in jobs.items()}
     finally:
         drop_database(postgres_admin_dsn, empty_postgres)
 
@@ -496,3 +553,41 @@ def test_help_of_a_group_lists_its_subcommands(
         stdout = outcomes[("help", *group)].stdout
         shown = re.findall(r"^│ (\w+) ", stdout, flags=re.MULTILINE)
         assert [c for c in shown if c in commands] == commands, (group, stdout)
+
+
+# ----------------------------------------------------------------------------- the real executable
+# The tests above run the commands in-process; these prove the installed `sosekni-ops` script
+# itself: it exists, runs, exits with the right code and colours its one error line.
+
+
+def test_the_installed_script_prints_its_help() -> None:
+    done = run_ops("--help", env=base_env("sqlite:///never-opened.db", API))
+
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert "Usage: sosekni-ops" in done.stdout
+    assert re.search(r"Examples?: sosekni-ops \w", done.stdout), done.stdout
+    shown = re.findall(r"^│ (\w+) ", done.stdout, flags=re.MULTILINE)
+    assert [c for c in shown if c in ("serve", "admin", "requests")] == [
+        "serve",
+        "admin",
+        "requests",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        (UNREACHABLE, "127.0.0.1:1/x"),
+        ("sqlite:////nonexistent-dir/bot.db", "sqlite:////nonexistent-dir/bot.db"),
+    ],
+    ids=["postgres", "sqlite"],
+)
+def test_the_installed_script_fails_on_an_unreachable_database_with_one_red_line(
+    url: str, where: str
+) -> None:
+    done = run_ops("admin", "list", env=base_env(url, API, FORCE_COLOR="1"))
+
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"{RED}error:{PLAIN} cannot reach the database at {where}: ")
