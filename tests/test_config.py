@@ -243,6 +243,25 @@ def test_bad_setting_message_never_contains_the_token_or_the_secret(
     assert SECRET not in output
 
 
+NEEDS = {
+    "serve": {"need_token": True, "need_webhook_secret": True},
+    "poll": {"need_token": True},
+}
+
+
+@pytest.mark.parametrize(("command", "case"), RUNS, ids=[f"{c}-{k.name}" for c, k in RUNS])
+def test_load_settings_refuses_each_bad_setting_naming_the_variable(
+    command: str, case: Case
+) -> None:
+    # The pure function under the commands, asked for what each command needs.
+    with pytest.raises(ConfigError) as error:
+        load_settings(valid_env(**case.changes), **NEEDS[command])
+    message = str(error.value)
+    assert message.startswith(f"{case.variable} ")
+    assert len(message.splitlines()) == 1
+    assert TOKEN.split(":")[1] not in message
+
+
 def test_long_error_stays_one_line_when_stderr_is_not_a_terminal() -> None:
     # The real process, as under systemd or in a pipe: stderr is no terminal and COLUMNS is not
     # set. This is also the proof that the installed script stops on a bad setting with exit 1.
