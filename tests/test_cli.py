@@ -1,15 +1,16 @@
 """The operator's commands: `admin`, `requests`, their failures and their help.
 
-The commands that read or write data run as the real `sosekni-ops` executable against a real
-database (SQLite files, and Postgres) and are checked for exit codes, the exact output and what
-the database holds. Help pages and failures need no process of their own: they run in-process
-through Typer's `CliRunner` (a process costs ~1.5 s of imports each), with a few real-process
-runs kept to prove the installed entry point itself: its help, its exit code and its one red
-error line.
+The commands run in-process through Typer's `CliRunner` (a real process pays ~1.5 s of
+imports each) against real databases (SQLite files, and Postgres) and are checked for exit
+codes, the exact output and what the database holds. A few runs of the real `sosekni-ops`
+executable remain, at the end, to prove the installed entry point itself: its help, its exit
+code and its one red error line. (The template database is still migrated by the real
+executable: see `tests/test_migrations.py`.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import logging
@@ -18,7 +19,6 @@ import re
 import subprocess
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,14 +86,6 @@ HELP_PAGES = [
     ("backup", "verify"),
     ("backup", "restore"),
 ]
-
-
-def run_all(
-    commands: list[tuple[tuple[str, ...], dict[str, str]]],
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run independent `sosekni-ops` commands concurrently; results in the same order."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda job: run_ops(*job[0], env=job[1]), commands))
 
 
 def table_rows(stdout: str) -> list[list[str]]:
@@ -166,6 +158,15 @@ def in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.Complet
     return subprocess.CompletedProcess(["sosekni-ops", *args], done.exit_code, done.stdout, stderr)
 
 
+async def ops(target: Target, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sosekni-ops ARGS` on `target`, in-process, off the test's event loop.
+
+    The commands run their own `asyncio.run`, which cannot start inside the test's running
+    loop, so the command runs in a worker thread while the test waits for it.
+    """
+    return await asyncio.to_thread(in_process, args, target.env)
+
+
 # ----------------------------------------------------------------------------- fixtures
 
 
@@ -227,7 +228,7 @@ def outcomes(
 
 
 async def test_admin_add_creates_an_active_administrator_with_a_name(migrated: Target) -> None:
-    done = migrated.ops("admin", "add", "501", "--name", "Olga")
+    done = await ops(migrated, "admin", "add", "501", "--name", "Olga")
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout == "administrator 501 'Olga' is active\n"
@@ -239,11 +240,11 @@ async def test_admin_deactivate_then_list_shows_id_name_and_inactive(migrated: T
     await migrated.db.add_admin(501, name="Olga")
     await migrated.db.add_admin(502, name="Ivan")
 
-    done = migrated.ops("admin", "deactivate", "502")
+    done = await ops(migrated, "admin", "deactivate", "502")
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout == "administrator 502 deactivated\n"
-    listed = migrated.ops("admin", "list")
+    listed = await ops(migrated, "admin", "list")
     assert (listed.returncode, listed.stderr) == (0, ""), listed.stderr
     assert "administrators" in listed.stdout
     assert [row[:3] for row in table_rows(listed.stdout)] == [
@@ -259,7 +260,7 @@ async def test_admin_add_of_an_existing_id_reactivates_and_keeps_the_name(
 ) -> None:
     await migrated.db.add_admin(502, active=False, name="Ivan")
 
-    done = migrated.ops("admin", "add", "502")
+    done = await ops(migrated, "admin", "add", "502")
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout == "administrator 502 'Ivan' is active\n"
@@ -270,7 +271,7 @@ async def test_admin_add_of_an_existing_id_reactivates_and_keeps_the_name(
 async def test_admin_deactivate_of_an_unknown_id_fails_with_one_line(migrated: Target) -> None:
     await migrated.db.add_admin(501, name="Olga")
 
-    done = migrated.ops("admin", "deactivate", "999")
+    done = await ops(migrated, "admin", "deactivate", "999")
 
     assert done.returncode == 1
     assert done.stdout == ""
@@ -340,7 +341,7 @@ async def test_requests_list_shows_every_request_newest_first_with_its_decision(
 ) -> None:
     ids = await insert_requests(migrated)
 
-    done = migrated.ops("requests", "list")
+    done = await ops(migrated, "requests", "list")
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     rows = table_rows(done.stdout)
@@ -366,7 +367,7 @@ async def test_requests_list_with_status_shows_only_matching_rows(migrated: Targ
     ids = await insert_requests(migrated)
     statuses = ["pending", "approved", "rejected"]
 
-    done = run_all([(("requests", "list", "--status", s), migrated.env) for s in statuses])
+    done = [await ops(migrated, "requests", "list", "--status", s) for s in statuses]
 
     for status, listed in zip(statuses, done, strict=True):
         assert (listed.returncode, listed.stderr) == (0, ""), listed.stderr
@@ -403,7 +404,7 @@ async def test_requests_export_writes_a_csv_whose_rows_equal_the_database(
     await insert_requests(migrated)
     out = tmp_path / "requests-2026-11.csv"
 
-    done = migrated.ops("requests", "export", str(out))
+    done = await ops(migrated, "requests", "export", str(out))
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout.strip() == f"exported 4 request(s) to {out}"
@@ -424,7 +425,7 @@ async def test_requests_export_writes_a_csv_whose_rows_equal_the_database(
 @sqlite_only
 def test_requests_export_prints_only_its_summary_line(migrated: Target, tmp_path: Path) -> None:
     out = tmp_path / "empty.csv"
-    done = migrated.ops("requests", "export", str(out))
+    done = in_process(("requests", "export", str(out)), migrated.env)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"exported 0 request(s) to {out}\n"
 
@@ -437,9 +438,7 @@ async def test_requests_export_refuses_a_non_csv_name_and_a_missing_directory(
     not_csv = tmp_path / "requests.txt"
     no_dir = tmp_path / "missing" / "requests.csv"
 
-    done = run_all(
-        [(("requests", "export", str(path)), migrated.env) for path in (not_csv, no_dir)]
-    )
+    done = [await ops(migrated, "requests", "export", str(path)) for path in (not_csv, no_dir)]
 
     assert [(d.returncode, d.stdout) for d in done] == [(1, ""), (1, "")]
     assert done[0].stderr == f"error: {not_csv}: the export file must end in .csv\n"
