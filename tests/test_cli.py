@@ -1,23 +1,34 @@
 """The operator's commands: `admin`, `requests`, their failures and their help.
 
-Every test runs the real `sosekni-ops` executable against a real database (SQLite files, and
-Postgres for the commands that read or write data) and checks exit codes, the exact output and
-what the database holds. Commands that do not depend on each other run concurrently.
+The commands run in-process through Typer's `CliRunner` (a real process pays ~1.5 s of
+imports each) against real databases (SQLite files, and Postgres) and are checked for exit
+codes, the exact output and what the database holds. A few runs of the real `sosekni-ops`
+executable remain, at the end, to prove the installed entry point itself: its help, its exit
+code and its one red error line. (The template database is still migrated by the real
+executable: see `tests/test_migrations.py`.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
+import logging
+import os
 import re
 import subprocess
+import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from typer.testing import CliRunner
 
+from ops import common
+from ops.cli import app
 from tests.fakes.postgres import create_database, drop_database
 from tests.harness import base_env, run_ops
 from tests.test_migrations import API, Databases, Target, databases_of
@@ -77,14 +88,6 @@ HELP_PAGES = [
 ]
 
 
-def run_all(
-    commands: list[tuple[tuple[str, ...], dict[str, str]]],
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run independent `sosekni-ops` commands concurrently; results in the same order."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda job: run_ops(*job[0], env=job[1]), commands))
-
-
 def table_rows(stdout: str) -> list[list[str]]:
     """The body rows of a Rich table; a cell's wrapped lines are joined with a newline."""
     rows: list[list[str]] = []
@@ -107,6 +110,61 @@ def files_in(directory: Path) -> list[str]:
 
 def label(args: tuple[str, ...]) -> str:
     return " ".join(args) or "sosekni-ops"
+
+
+@contextlib.contextmanager
+def error_colours(coloured: bool) -> Iterator[None]:
+    """The error console coloured as `sosekni-ops` colours it at start, for one run.
+
+    The real process builds its error console at import and colours it if FORCE_COLOR is set
+    then. In this process it was built long before, under pytest's captured stderr, so the
+    console's own detection is run again under FORCE_COLOR (or colour is turned off) and the
+    console is put back after. The real-process tests below check the colour without this.
+    """
+    console = common.error_console
+    before = console._color_system  # Rich picks colours once, when built
+    if coloured:
+        with mock.patch.dict(os.environ, {"FORCE_COLOR": "1"}):
+            console._color_system = console._detect_color_system()
+    else:
+        console._color_system = None
+    try:
+        yield
+    finally:
+        console._color_system = before
+
+
+def in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`sosekni-ops ARGS` run in this process with exactly `env`, as `run_ops` runs it.
+
+    A process pays ~1.5 s of imports; this pays none. The result has a finished process's
+    shape so the tests read both alike. Variables of this process that `env` lacks are removed
+    for the run; the logging the command configures and the error colours are put back after.
+    An exception that escapes the command is appended to stderr as the real process would
+    print it, so "no traceback" still means no traceback.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    exact: dict[str, str | None] = {**dict.fromkeys(os.environ), **env, "COLUMNS": "200"}
+    try:
+        with error_colours(env.get("FORCE_COLOR", "") != ""):
+            done = CliRunner().invoke(app, list(args), env=exact)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    stderr = done.stderr
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(done.exception))
+    return subprocess.CompletedProcess(["sosekni-ops", *args], done.exit_code, done.stdout, stderr)
+
+
+async def ops(target: Target, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sosekni-ops ARGS` on `target`, in-process, off the test's event loop.
+
+    The commands run their own `asyncio.run`, which cannot start inside the test's running
+    loop, so the command runs in a worker thread while the test waits for it.
+    """
+    return await asyncio.to_thread(in_process, args, target.env)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -133,7 +191,7 @@ sqlite_only = pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 def outcomes(
     postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[tuple[str, ...], subprocess.CompletedProcess[str]]]:
-    """Commands that need no prepared data, all run at once, by (situation, *args)."""
+    """Commands that need no prepared data, run in-process, by (situation, *args)."""
     tmp = tmp_path_factory.mktemp("outcomes")
     empty_file = tmp / "never-migrated.db"
     empty_file.touch()
@@ -161,7 +219,7 @@ def outcomes(
         base_env(f"sqlite:///{empty_file}", API),
     )
     try:
-        yield dict(zip(jobs, run_all(list(jobs.values())), strict=True))
+        yield {key: in_process(*job) for key, job in jobs.items()}
     finally:
         drop_database(postgres_admin_dsn, empty_postgres)
 
@@ -170,7 +228,7 @@ def outcomes(
 
 
 async def test_admin_add_creates_an_active_administrator_with_a_name(migrated: Target) -> None:
-    done = migrated.ops("admin", "add", "501", "--name", "Olga")
+    done = await ops(migrated, "admin", "add", "501", "--name", "Olga")
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout == "administrator 501 'Olga' is active\n"
@@ -182,11 +240,11 @@ async def test_admin_deactivate_then_list_shows_id_name_and_inactive(migrated: T
     await migrated.db.add_admin(501, name="Olga")
     await migrated.db.add_admin(502, name="Ivan")
 
-    done = migrated.ops("admin", "deactivate", "502")
+    done = await ops(migrated, "admin", "deactivate", "502")
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout == "administrator 502 deactivated\n"
-    listed = migrated.ops("admin", "list")
+    listed = await ops(migrated, "admin", "list")
     assert (listed.returncode, listed.stderr) == (0, ""), listed.stderr
     assert "administrators" in listed.stdout
     assert [row[:3] for row in table_rows(listed.stdout)] == [
@@ -202,7 +260,7 @@ async def test_admin_add_of_an_existing_id_reactivates_and_keeps_the_name(
 ) -> None:
     await migrated.db.add_admin(502, active=False, name="Ivan")
 
-    done = migrated.ops("admin", "add", "502")
+    done = await ops(migrated, "admin", "add", "502")
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout == "administrator 502 'Ivan' is active\n"
@@ -213,7 +271,7 @@ async def test_admin_add_of_an_existing_id_reactivates_and_keeps_the_name(
 async def test_admin_deactivate_of_an_unknown_id_fails_with_one_line(migrated: Target) -> None:
     await migrated.db.add_admin(501, name="Olga")
 
-    done = migrated.ops("admin", "deactivate", "999")
+    done = await ops(migrated, "admin", "deactivate", "999")
 
     assert done.returncode == 1
     assert done.stdout == ""
@@ -283,7 +341,7 @@ async def test_requests_list_shows_every_request_newest_first_with_its_decision(
 ) -> None:
     ids = await insert_requests(migrated)
 
-    done = migrated.ops("requests", "list")
+    done = await ops(migrated, "requests", "list")
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     rows = table_rows(done.stdout)
@@ -309,7 +367,7 @@ async def test_requests_list_with_status_shows_only_matching_rows(migrated: Targ
     ids = await insert_requests(migrated)
     statuses = ["pending", "approved", "rejected"]
 
-    done = run_all([(("requests", "list", "--status", s), migrated.env) for s in statuses])
+    done = [await ops(migrated, "requests", "list", "--status", s) for s in statuses]
 
     for status, listed in zip(statuses, done, strict=True):
         assert (listed.returncode, listed.stderr) == (0, ""), listed.stderr
@@ -346,7 +404,7 @@ async def test_requests_export_writes_a_csv_whose_rows_equal_the_database(
     await insert_requests(migrated)
     out = tmp_path / "requests-2026-11.csv"
 
-    done = migrated.ops("requests", "export", str(out))
+    done = await ops(migrated, "requests", "export", str(out))
 
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout.strip() == f"exported 4 request(s) to {out}"
@@ -367,7 +425,7 @@ async def test_requests_export_writes_a_csv_whose_rows_equal_the_database(
 @sqlite_only
 def test_requests_export_prints_only_its_summary_line(migrated: Target, tmp_path: Path) -> None:
     out = tmp_path / "empty.csv"
-    done = migrated.ops("requests", "export", str(out))
+    done = in_process(("requests", "export", str(out)), migrated.env)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"exported 0 request(s) to {out}\n"
 
@@ -380,9 +438,7 @@ async def test_requests_export_refuses_a_non_csv_name_and_a_missing_directory(
     not_csv = tmp_path / "requests.txt"
     no_dir = tmp_path / "missing" / "requests.csv"
 
-    done = run_all(
-        [(("requests", "export", str(path)), migrated.env) for path in (not_csv, no_dir)]
-    )
+    done = [await ops(migrated, "requests", "export", str(path)) for path in (not_csv, no_dir)]
 
     assert [(d.returncode, d.stdout) for d in done] == [(1, ""), (1, "")]
     assert done[0].stderr == f"error: {not_csv}: the export file must end in .csv\n"
@@ -496,3 +552,41 @@ def test_help_of_a_group_lists_its_subcommands(
         stdout = outcomes[("help", *group)].stdout
         shown = re.findall(r"^│ (\w+) ", stdout, flags=re.MULTILINE)
         assert [c for c in shown if c in commands] == commands, (group, stdout)
+
+
+# ----------------------------------------------------------------------------- the real executable
+# The tests above run the commands in-process; these prove the installed `sosekni-ops` script
+# itself: it exists, runs, exits with the right code and colours its one error line.
+
+
+def test_the_installed_script_prints_its_help() -> None:
+    done = run_ops("--help", env=base_env("sqlite:///never-opened.db", API))
+
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert "Usage: sosekni-ops" in done.stdout
+    assert re.search(r"Examples?: sosekni-ops \w", done.stdout), done.stdout
+    shown = re.findall(r"^│ (\w+) ", done.stdout, flags=re.MULTILINE)
+    assert [c for c in shown if c in ("serve", "admin", "requests")] == [
+        "serve",
+        "admin",
+        "requests",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        (UNREACHABLE, "127.0.0.1:1/x"),
+        ("sqlite:////nonexistent-dir/bot.db", "sqlite:////nonexistent-dir/bot.db"),
+    ],
+    ids=["postgres", "sqlite"],
+)
+def test_the_installed_script_fails_on_an_unreachable_database_with_one_red_line(
+    url: str, where: str
+) -> None:
+    done = run_ops("admin", "list", env=base_env(url, API, FORCE_COLOR="1"))
+
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"{RED}error:{PLAIN} cannot reach the database at {where}: ")

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -293,20 +292,50 @@ async def test_get_updates_queue_and_offsets(fake: FakeTelegram) -> None:
     assert fake.calls("getUpdates")[1].params["limit"] == 2
 
 
-async def test_get_updates_long_poll(fake: FakeTelegram) -> None:
-    async with make_bot(fake, read_timeout=5) as bot:
-        started = time.monotonic()
-        assert await bot.get_updates(timeout=1) == ()
-        assert 0.9 <= time.monotonic() - started < 3
+class ManualClock:
+    """A clock for the fake that moves only when the test moves it.
 
-        timer = threading.Timer(0.3, fake.push_update, args=(callback_update(),))
-        timer.start()
-        started = time.monotonic()
-        updates = await bot.get_updates(timeout=8)
-        elapsed = time.monotonic() - started
-        timer.join()
-        assert [u.update_id for u in updates] == [1]
-        assert elapsed < 3
+    The fake measures long-poll timeouts on it, so a test decides when a timeout runs out and
+    asserts the order of events instead of elapsed wall-clock time, which a loaded machine
+    stretches.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def test_get_updates_long_poll() -> None:
+    clock = ManualClock()
+    fake = FakeTelegram(clock=clock).start()
+    try:
+        # The client's read timeout is generous: only a poll held for ever could reach it.
+        async with make_bot(fake, read_timeout=30) as bot:
+            # Held while its timeout lasts on the fake's clock, answered empty once it ran out.
+            poll = asyncio.create_task(bot.get_updates(timeout=1))
+            await asyncio.sleep(0.3)
+            assert not poll.done()  # the clock stands still: nothing can have ended it
+            while not poll.done():
+                clock.advance(0.25)
+                await asyncio.wait([poll], timeout=0.1)
+            assert poll.result() == ()
+            assert clock.now >= 1  # answered no sooner than its whole timeout, on the clock
+
+            # An update pushed meanwhile ends the poll: the clock stands still, so nothing else
+            # could (a poll left to its timeout would end in the client's TimedOut).
+            poll = asyncio.create_task(bot.get_updates(timeout=8))
+            await asyncio.sleep(0.3)
+            assert not poll.done()
+            fake.push_update(callback_update())
+            updates = await poll
+            assert [u.update_id for u in updates] == [1]
+    finally:
+        fake.stop()
     assert fake.calls("getUpdates")[0].params["timeout"] == 1
 
 
@@ -390,14 +419,15 @@ async def test_delay_times_out_and_stop_does_not_hang() -> None:
             # The timed-out message was still delivered, as can happen with Telegram.
             await fake.wait_for_async(lambda f: len(f.sent_texts(USER)) == 2, timeout=5)
 
+            # The delay (30 s) outlasts the client's read timeout (20 s): a request stop did not
+            # cut would end in TimedOut, and a stop waiting for it would come after that.
             fake.set_delay(30)
             request = asyncio.create_task(bot.get_me(read_timeout=20))
             await asyncio.sleep(0.3)
-            started = time.monotonic()
             await asyncio.to_thread(fake.stop)
-            assert time.monotonic() - started < 3
-            with pytest.raises(NetworkError):
+            with pytest.raises(NetworkError) as cut:
                 await request
+            assert not isinstance(cut.value, TimedOut), cut.value
     finally:
         fake.stop()
 
@@ -418,13 +448,14 @@ async def test_stop_and_start_keep_port_and_state(fake: FakeTelegram) -> None:
 async def test_long_poll_is_released_by_stop() -> None:
     fake = FakeTelegram().start()
     async with make_bot(fake, read_timeout=20) as bot:
+        # A poll left to its timeout would be answered (empty) and one the client gave up on
+        # would end in TimedOut: only a stop that cuts it makes a connection error.
         task = asyncio.create_task(bot.get_updates(timeout=10))
         await asyncio.sleep(0.3)
-        started = time.monotonic()
         await asyncio.to_thread(fake.stop)
-        assert time.monotonic() - started < 3
-        with pytest.raises(NetworkError):
+        with pytest.raises(NetworkError) as cut:
             await task
+        assert not isinstance(cut.value, TimedOut), cut.value
 
 
 async def test_raw_http_encodings(fake: FakeTelegram) -> None:

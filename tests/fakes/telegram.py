@@ -411,7 +411,9 @@ def _default_description(status: int, retry_after: int | None) -> str:
 class FakeTelegram:
     """A Telegram Bot API stand-in on ``http://127.0.0.1:<port>``.
 
-    ``port=0`` picks a free port at the first ``start()``; later restarts reuse it.
+    ``port=0`` picks a free port at the first ``start()``; later restarts reuse it. ``clock``
+    (seconds, like ``time.monotonic``) measures injected delays and long-poll timeouts: a test
+    that gives a clock it moves itself decides when they run out, with no wall-clock waits.
     """
 
     def __init__(
@@ -422,8 +424,10 @@ class FakeTelegram:
         username: str = DEFAULT_USERNAME,
         bot_id: int = DEFAULT_BOT_ID,
         host: str = "127.0.0.1",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._token = token
+        self._clock = clock
         self._username = username
         self._bot_id = bot_id
         self._host = host
@@ -794,12 +798,11 @@ class FakeTelegram:
             delays = self._state.delays
             return delays.get(method, delays.get(None, 0.0))
 
-    @staticmethod
-    def _sleep(seconds: float, stopping: threading.Event) -> bool:
-        """Sleep in short steps; False if the server started stopping meanwhile."""
-        deadline = time.monotonic() + seconds
+    def _sleep(self, seconds: float, stopping: threading.Event) -> bool:
+        """Sleep in short steps of the clock; False if the server started stopping meanwhile."""
+        deadline = self._clock() + seconds
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock()
             if remaining <= 0:
                 return not stopping.is_set()
             if stopping.wait(min(remaining, _TICK)):
@@ -1020,7 +1023,7 @@ class FakeTelegram:
         wait = 0.0
         if isinstance(timeout, int | float) and not isinstance(timeout, bool):
             wait = min(max(float(timeout), 0.0), MAX_LONG_POLL)
-        deadline = time.monotonic() + wait
+        deadline = self._clock() + wait
         with self._cond:
             while True:
                 if self._state.webhook.url:
@@ -1035,7 +1038,7 @@ class FakeTelegram:
                     self._state.updates = updates
                 if updates or stopping.is_set():
                     break
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
                 self._cond.wait(min(remaining, _TICK * 4))
