@@ -1,4 +1,4 @@
-"""GET /metrics in Prometheus text format.
+"""GET /metrics in Prometheus text format, written by prometheus_client.
 
 What the processes count lives in one shared memory array that every Sanic worker of the
 server writes to, so any worker answering a scrape reports the whole server since it
@@ -22,6 +22,14 @@ import multiprocessing
 import threading
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
 
 from sosekni.db import sql
 
@@ -73,106 +81,97 @@ class Metrics:
             return list(self.array)
 
     async def render(self) -> str:
+        """The exposition: the process counters from the shared array, the gauges and the
+        decisions from the database, written by prometheus_client's text formatter."""
         values = self.snapshot()
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {_number(v)}" for labels, v in samples)
-
-        received, duplicate, refused, unreadable = values[: len(COUNTERS)]
-        metric(
-            "sosekni_updates_received_total",
-            "counter",
-            "Updates the webhook accepted and stored (since the server started).",
-            [("", received)],
-        )
-        metric(
-            "sosekni_updates_duplicate_total",
-            "counter",
-            "Updates acknowledged again without processing (update_id already stored).",
-            [("", duplicate)],
-        )
-        metric(
-            "sosekni_updates_refused_total",
-            "counter",
-            "Webhook calls refused (bad secret, content type, body, size or storage down).",
-            [("", refused)],
-        )
-        metric(
-            "sosekni_updates_unreadable_total",
-            "counter",
-            "Updates acknowledged but kept as failed: the bot cannot read them.",
-            [("", unreadable)],
-        )
-        total = dict(zip(TOTALS, values[len(COUNTERS) : len(COUNTERS) + len(TOTALS)], strict=True))
-        metric(
-            "sosekni_updates_processed_total",
-            "counter",
-            "Updates processed by the handlers (since the server started).",
-            [("", total["updates_processed"])],
-        )
-        metric(
-            "sosekni_updates_failed_total",
-            "counter",
-            "Updates given up after repeated handler failures (since the server started).",
-            [("", total["updates_failed"])],
-        )
-        metric(
-            "sosekni_updates_pending",
-            "gauge",
-            "Updates stored but not processed yet.",
-            [("", await _count("inbox_update", INBOX_OPEN))],
-        )
-        metric(
-            "sosekni_messages_sent_total", "counter",
-            "Bot API calls delivered, per queued message (since the server started).",
-            [("", total["messages_sent"])],
-        )  # fmt: skip
-        metric(
-            "sosekni_messages_failed_total", "counter",
-            "Bot API calls Telegram refused for good (e.g. bot blocked, chat not found).",
-            [("", total["messages_failed"])],
-        )  # fmt: skip
-        metric(
-            "sosekni_messages_pending", "gauge", "Bot API calls queued, not delivered yet.",
-            [("", await _count("outbox_message", OUTBOX_OPEN))],
-        )  # fmt: skip
-        decisions = {
+        count = dict(zip((*COUNTERS, *TOTALS), values, strict=False))
+        gauges = {
+            "updates": await _count("inbox_update", INBOX_OPEN),
+            "messages": await _count("outbox_message", OUTBOX_OPEN),
+        }
+        requests = {
             status: await _count("client_request", f"status = '{status}'")
             for status in ("approved", "rejected", "pending")
         }
-        metric(
-            "sosekni_request_decisions_total",
-            "counter",
-            "Requests decided, by response.",
-            [
-                ('{response="approved"}', decisions.get("approved", 0)),
-                ('{response="rejected"}', decisions.get("rejected", 0)),
-            ],
-        )
-        metric(
-            "sosekni_requests_pending", "gauge", "Requests waiting for a decision.",
-            [("", decisions.get("pending", 0))],
-        )  # fmt: skip
-        base = len(COUNTERS) + len(TOTALS)
-        buckets = [
-            (f'{{le="{bound:g}"}}', values[base + n]) for n, bound in enumerate(LATENCY_BUCKETS)
+        families: list[Metric] = [
+            _counter(name, help_, count[key]) for name, key, help_ in _COUNTED
         ]
-        count = values[base + len(LATENCY_BUCKETS)]
-        name = "sosekni_handler_latency_seconds"
-        lines.append(f"# HELP {name} Time to process one update through the handlers.")
-        lines.append(f"# TYPE {name} histogram")
-        lines.extend(f"{name}_bucket{labels} {_number(v)}" for labels, v in buckets)
-        lines.append(f'{name}_bucket{{le="+Inf"}} {_number(count)}')
-        lines.append(f"{name}_sum {values[base + len(LATENCY_BUCKETS) + 1]:.6f}")
-        lines.append(f"{name}_count {_number(count)}")
-        return "\n".join(lines) + "\n"
+        families.insert(
+            6, _gauge("sosekni_updates_pending", _PENDING_HELP["updates"], gauges["updates"])
+        )
+        families.append(
+            _gauge("sosekni_messages_pending", _PENDING_HELP["messages"], gauges["messages"])
+        )
+        decisions = CounterMetricFamily(
+            "sosekni_request_decisions_total", "Requests decided, by response.", labels=["response"]
+        )
+        for response in ("approved", "rejected"):
+            decisions.add_metric([response], requests[response])
+        families.append(decisions)
+        families.append(
+            _gauge(
+                "sosekni_requests_pending", "Requests waiting for a decision.", requests["pending"]
+            )
+        )
+        base = len(COUNTERS) + len(TOTALS)
+        buckets = [(f"{bound:g}", values[base + n]) for n, bound in enumerate(LATENCY_BUCKETS)]
+        buckets.append(("+Inf", values[base + len(LATENCY_BUCKETS)]))
+        families.append(
+            HistogramMetricFamily(
+                "sosekni_handler_latency_seconds",
+                "Time to process one update through the handlers.",
+                buckets=buckets,
+                sum_value=values[base + len(LATENCY_BUCKETS) + 1],
+            )
+        )
+        return generate_latest(_Families(families)).decode()
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.6f}"
+# The counters, in the order they are shown: (name, array slot, help).
+_COUNTED = (
+    ("sosekni_updates_received_total", "updates_received",
+     "Updates the webhook accepted and stored (since the server started)."),
+    ("sosekni_updates_duplicate_total", "updates_duplicate",
+     "Updates acknowledged again without processing (update_id already stored)."),
+    ("sosekni_updates_refused_total", "updates_refused",
+     "Webhook calls refused (bad secret, content type, body, size or storage down)."),
+    ("sosekni_updates_unreadable_total", "updates_unreadable",
+     "Updates acknowledged but kept as failed: the bot cannot read them."),
+    ("sosekni_updates_processed_total", "updates_processed",
+     "Updates processed by the handlers (since the server started)."),
+    ("sosekni_updates_failed_total", "updates_failed",
+     "Updates given up after repeated handler failures (since the server started)."),
+    ("sosekni_messages_sent_total", "messages_sent",
+     "Bot API calls delivered, per queued message (since the server started)."),
+    ("sosekni_messages_failed_total", "messages_failed",
+     "Bot API calls Telegram refused for good (e.g. bot blocked, chat not found)."),
+)  # fmt: skip
+_PENDING_HELP = {
+    "updates": "Updates stored but not processed yet.",
+    "messages": "Bot API calls queued, not delivered yet.",
+}
+
+
+def _counter(name: str, help_: str, value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_)
+    family.add_metric([], value)
+    return family
+
+
+def _gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_)
+    family.add_metric([], value)
+    return family
+
+
+class _Families:
+    """What `generate_latest` asks of a registry: the families to write, in order."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
 
 
 # Open rows, written exactly as the partial indexes of open rows (migration
