@@ -1,5 +1,9 @@
 """Administrators: ADMIN_TELEGRAM_ID is the truth for its own; the operator keeps theirs.
 
+Plain reads and writes of one small table: written with Piccolo's query builder (the claim,
+lease and decision statements elsewhere stay raw SQL for `SKIP LOCKED`, partial-index
+predicates and their `RETURNING` shapes).
+
 Each administrator records where it came from (`source`). A `config` one exists because
 ADMIN_TELEGRAM_ID lists it, so it is deactivated at start once the list no longer does, and
 re-activated if the list names it again. A `cli` one is the operator's: `admin add` makes an
@@ -13,7 +17,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sosekni.db import as_utc, sql, transaction, utcnow
+from sosekni.db import as_utc, transaction, utcnow
+from sosekni.tables import Administrator as A
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +36,11 @@ class AdminRecord:
 
 
 async def is_active(telegram_id: int) -> bool:
-    rows = await sql(
-        "SELECT id FROM administrator WHERE telegram_id = {} AND active = {}", telegram_id, True
-    )
-    return bool(rows)
+    return await A.exists().where((A.telegram_id == telegram_id) & A.active.eq(True))
 
 
 async def active_ids() -> list[int]:
-    rows = await sql("SELECT telegram_id FROM administrator WHERE active = {} ORDER BY id", True)
+    rows = await A.select(A.telegram_id).where(A.active.eq(True)).order_by(A.id)
     return [int(r["telegram_id"]) for r in rows]
 
 
@@ -58,25 +60,19 @@ async def seed(telegram_ids: tuple[int, ...]) -> list[int]:
     now = utcnow()
     async with transaction():
         for telegram_id in telegram_ids:
-            rows = await sql(
-                "INSERT INTO administrator "
-                "(telegram_id, name, active, source, created_at, updated_at) "
-                "VALUES ({}, {}, {}, {}, {}, {}) ON CONFLICT (telegram_id) DO NOTHING RETURNING id",
-                telegram_id,
-                "",
-                True,
-                FROM_CONFIG,
-                now,
-                now,
+            rows = (
+                await A.insert(_new(telegram_id, "", FROM_CONFIG, now))
+                .on_conflict(target=A.telegram_id, action="DO NOTHING")
+                .returning(A.id)
             )
             if rows:
                 added.append(telegram_id)
             elif await _set_active(telegram_id, True, now):
                 restored.append(telegram_id)
-        holders = await sql(
-            "SELECT telegram_id FROM administrator WHERE source = {} AND active = {} ORDER BY id",
-            FROM_CONFIG,
-            True,
+        holders = (
+            await A.select(A.telegram_id)
+            .where((A.source == FROM_CONFIG) & A.active.eq(True))
+            .order_by(A.id)
         )
         for row in holders:
             telegram_id = int(row["telegram_id"])
@@ -104,14 +100,10 @@ async def seed(telegram_ids: tuple[int, ...]) -> list[int]:
 
 async def _set_active(telegram_id: int, active: bool, now: datetime) -> bool:
     """Flip a `config` administrator's state; False when it already was (or is `cli`)."""
-    rows = await sql(
-        "UPDATE administrator SET active = {}, updated_at = {} "
-        "WHERE telegram_id = {} AND source = {} AND active = {} RETURNING id",
-        active,
-        now,
-        telegram_id,
-        FROM_CONFIG,
-        not active,
+    rows = (
+        await A.update({A.active: active, A.updated_at: now})
+        .where((A.telegram_id == telegram_id) & (A.source == FROM_CONFIG) & A.active.eq(not active))
+        .returning(A.id)
     )
     return bool(rows)
 
@@ -124,39 +116,13 @@ async def add(telegram_id: int, name: str | None = None) -> AdminRecord:
     """
     now = utcnow()
     async with transaction():
-        existing = await sql("SELECT id FROM administrator WHERE telegram_id = {}", telegram_id)
-        if existing:
+        if await A.exists().where(A.telegram_id == telegram_id):
+            changes = {A.active: True, A.source: FROM_CLI, A.updated_at: now}
             if name is not None:
-                await sql(
-                    "UPDATE administrator SET active = {}, source = {}, name = {}, "
-                    "updated_at = {} WHERE telegram_id = {}",
-                    True,
-                    FROM_CLI,
-                    name,
-                    now,
-                    telegram_id,
-                )
-            else:
-                await sql(
-                    "UPDATE administrator SET active = {}, source = {}, updated_at = {} "
-                    "WHERE telegram_id = {}",
-                    True,
-                    FROM_CLI,
-                    now,
-                    telegram_id,
-                )
+                changes[A.name] = name
+            await A.update(changes).where(A.telegram_id == telegram_id)
         else:
-            await sql(
-                "INSERT INTO administrator "
-                "(telegram_id, name, active, source, created_at, updated_at) "
-                "VALUES ({}, {}, {}, {}, {}, {})",
-                telegram_id,
-                name or "",
-                True,
-                FROM_CLI,
-                now,
-                now,
-            )
+            await A.insert(_new(telegram_id, name or "", FROM_CLI, now))
     return next(a for a in await list_all() if a.telegram_id == telegram_id)
 
 
@@ -166,21 +132,23 @@ async def deactivate(telegram_id: int) -> bool:
     The administrator becomes the operator's (`cli`), so a start with the id still in
     ADMIN_TELEGRAM_ID does not bring them back: only `admin add` does.
     """
-    rows = await sql(
-        "UPDATE administrator SET active = {}, source = {}, updated_at = {} "
-        "WHERE telegram_id = {} RETURNING id",
-        False,
-        FROM_CLI,
-        utcnow(),
-        telegram_id,
+    rows = (
+        await A.update({A.active: False, A.source: FROM_CLI, A.updated_at: utcnow()})
+        .where(A.telegram_id == telegram_id)
+        .returning(A.id)
     )
     return bool(rows)
 
 
+def _new(telegram_id: int, name: str, source: str, now: datetime) -> A:
+    return A(
+        telegram_id=telegram_id, name=name, active=True, source=source, created_at=now,
+        updated_at=now,
+    )  # fmt: skip
+
+
 async def list_all() -> list[AdminRecord]:
-    rows = await sql(
-        "SELECT telegram_id, name, active, source, created_at FROM administrator ORDER BY id"
-    )
+    rows = await A.select(A.telegram_id, A.name, A.active, A.source, A.created_at).order_by(A.id)
     return [
         AdminRecord(
             telegram_id=int(r["telegram_id"]),
