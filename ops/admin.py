@@ -8,8 +8,9 @@ import typer
 from rich.table import Table
 
 from ops.common import console, fail, plain, settings_or_fail, with_database
-from sosekni.render import when
-from sosekni.services import admins
+
+# The services (and through them Piccolo and the database drivers) are imported inside the
+# commands: `sosekni-ops --help` and the commands that need no database should not load them.
 
 app = typer.Typer(
     help="Administrators who decide on requests.\n\n"
@@ -32,6 +33,8 @@ def add(
 
     Example: sosekni-ops admin add 123456789 --name "Olga"
     """
+    from sosekni.services import admins
+
     settings = settings_or_fail(need_admins=False)
     record = with_database(settings, lambda: admins.add(telegram_id, name))
     console.print(plain(f"administrator {record.telegram_id} {record.name!r} is active"))
@@ -46,6 +49,9 @@ def list_() -> None:
 
     Example: sosekni-ops admin list
     """
+    from sosekni.render import when
+    from sosekni.services import admins
+
     settings = settings_or_fail(need_admins=False)
     records = with_database(settings, admins.list_all)
     table = Table("telegram id", "name", "active", "source", "since", title="administrators")
@@ -68,6 +74,8 @@ def deactivate(telegram_id: TelegramId) -> None:
 
     Example: sosekni-ops admin deactivate 123456789
     """
+    from sosekni.services import admins
+
     settings = settings_or_fail(need_admins=False)
     if not with_database(settings, lambda: admins.deactivate(telegram_id)):
         fail(f"no administrator with Telegram id {telegram_id}")

@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import unquote, urlparse, urlunparse
 
-import asyncpg
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ops.common import console, fail, plain, settings_or_fail
@@ -125,6 +123,8 @@ class PgTarget:
 
 
 async def _pg(url: str, query: str, *args: object) -> object:
+    import asyncpg  # here, not at the top: only a PostgreSQL backup talks to the server
+
     conn = await asyncpg.connect(url, timeout=10)
     try:
         return await conn.fetchval(query, *args)
@@ -163,6 +163,8 @@ def pg_binary(name: str, major: int) -> str:
 
 def _run_with_progress(command: list[str], env: dict[str, str], what: str, total: int) -> None:
     """Run a pg tool with --verbose, advancing a bar per table it reports."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(
         *columns, console=console, transient=True, disable=not console.is_terminal
@@ -218,6 +220,8 @@ def restore_postgres(target: PgTarget, path: Path) -> None:
 
 def _sqlite_copy(source: Path, target: Path, what: str) -> None:
     """Copy a live SQLite database page by page (readers and writers may go on)."""
+    from rich.progress import Progress  # here, not at the top: ~20 ms that --help need not pay
+
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(what, total=1)
 

@@ -14,8 +14,10 @@ from rich.text import Text
 
 from sosekni import logs
 from sosekni.config import ConfigError, Settings, load_settings
-from sosekni.db import bind, close_pool, create_sqlite_file, engine_for, is_unavailable
 from sosekni.logs import Redactor
+
+# `sosekni.db` (Piccolo, asyncpg, aiosqlite) is imported inside the functions that open the
+# database: every command loads this module, and help pages or deploy need no database.
 
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)  # one line, however long
@@ -69,6 +71,7 @@ def where(settings: Settings) -> str:
 
 def with_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
     """Bind the engine from DATABASE_URL, run `work`, and turn failures into one line."""
+    from sosekni.db import bind, close_pool, engine_for, is_unavailable
 
     async def main() -> T:
         engine = engine_for(settings.database_url)
@@ -96,6 +99,8 @@ def with_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
 
 def _open_sqlite_or_fail(settings: Settings) -> None:
     """Check the SQLite file opens before aiosqlite's thread tries (its failure is noisy)."""
+    from sosekni.db import create_sqlite_file
+
     path = settings.database_url[len("sqlite:///") :]
     create_sqlite_file(path)
     try:

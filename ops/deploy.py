@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -274,6 +273,8 @@ class Deployer:
             raise DeployError(f"restart ({command}) failed: {reason}")
 
     def wait_healthy(self) -> None:
+        import httpx  # here, not at the top: `releases` and the help pages need no HTTP client
+
         deadline = time.monotonic() + self.health_timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -462,8 +463,15 @@ class Deployer:
         return target
 
     def service_settings(self) -> Settings:
-        """The service's own settings: shared/.env under the process environment."""
-        return load_settings(environment(self.layout.env_file), need_admins=False)
+        """The service's own settings: shared/.env under the process environment.
+
+        A malformed shared/.env is a failed step like any other (one line, and before the
+        switch nothing switched), not a traceback.
+        """
+        try:
+            return load_settings(environment(self.layout.env_file), need_admins=False)
+        except ConfigError as exc:
+            raise DeployError(f"{self.layout.env_file}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- commands
@@ -475,11 +483,7 @@ HealthTimeout = Annotated[
 
 
 def _deployer(health_url: str, health_timeout: float) -> Deployer:
-    settings = settings_or_fail(need_admins=False)
-    try:
-        return Deployer(settings, health_url, health_timeout)
-    except ConfigError as exc:
-        fail(str(exc))
+    return Deployer(settings_or_fail(need_admins=False), health_url, health_timeout)
 
 
 def deploy(

@@ -8,17 +8,16 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Annotated
 
-import httpx
 import typer
 from rich.table import Table
-from telegram.error import TelegramError
 
 from ops.common import console, plain, settings_or_fail, where
-from ops.telegram_api import bot_for, explain
-from sosekni import migrations
+from ops.telegram_api import explain
 from sosekni.config import Settings
-from sosekni.db import bind, close_pool, engine_for, sql
 from sosekni.logs import Redactor
+
+# httpx, python-telegram-bot and Piccolo are imported inside the checks:
+# `sosekni-ops --help` and the other commands load this module and should not pay for them.
 
 ERROR_WINDOW_S = 3600
 TIMEOUT_S = 10.0
@@ -32,6 +31,8 @@ class Check:
 
 
 async def check_app(url: str) -> Check:
+    import httpx
+
     target = url if url.rstrip("/").endswith("/health") else url.rstrip("/") + "/health"
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
@@ -49,6 +50,9 @@ async def check_app(url: str) -> Check:
 
 
 async def check_database(settings: Settings) -> Check:
+    from sosekni import migrations
+    from sosekni.db import bind, close_pool, engine_for, sql
+
     engine = engine_for(settings.database_url)
     bind(engine)
     try:
@@ -66,6 +70,10 @@ async def check_database(settings: Settings) -> Check:
 
 
 async def check_telegram(settings: Settings) -> list[Check]:
+    from telegram.error import TelegramError
+
+    from sosekni.bot import bot_for
+
     try:
         async with bot_for(settings) as bot:
             me = bot.bot

@@ -13,6 +13,9 @@ from ops.common import console, fail, plain, settings_or_fail, where, with_datab
 from sosekni import migrations
 from sosekni.migrations import MigrationError
 
+# `sosekni.migrations` is light: it imports Piccolo's migration machinery (and `black`,
+# which Piccolo's app registry imports) only when a migration function runs.
+
 app = typer.Typer(
     help="Piccolo migrations: apply, undo, list.\n\n"
     "Examples: sosekni-ops migrate"

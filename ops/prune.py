@@ -10,13 +10,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ops.common import console, settings_or_fail, with_database
-from sosekni.db import utcnow
-from sosekni.delivery.retention import Retention, count_old
-from sosekni.delivery.retention import prune as prune_rows
-from sosekni.render import when
+
+# The retention queries (and through them Piccolo) and Rich's progress bar are imported
+# inside the command: `sosekni-ops --help` and the other commands should not load them.
 
 
 def prune(
@@ -32,6 +30,13 @@ def prune(
 
     Examples: sosekni-ops prune --dry-run · sosekni-ops prune
     """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sosekni.db import utcnow
+    from sosekni.delivery.retention import Retention, count_old
+    from sosekni.delivery.retention import prune as prune_rows
+    from sosekni.render import when
+
     settings = settings_or_fail(need_admins=False)
     retention = Retention.of(settings)
     now = utcnow()

@@ -14,10 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ops.common import console, fail, settings_or_fail, with_database
-from sosekni.db import utcnow
-from sosekni.render import clip
-from sosekni.services import queues
-from sosekni.services.queues import Queue, Retried
+
+# The services (and through them Piccolo and the database drivers) are imported inside the
+# commands: `sosekni-ops --help` and the commands that need no database should not load them.
 
 ERROR_WIDTH = 80
 
@@ -56,7 +55,12 @@ def age(since: datetime, now: datetime) -> str:
     return f"{seconds}s"
 
 
-def _list(queue: Queue, failed: bool, limit: int) -> None:
+def _list(name: str, failed: bool, limit: int) -> None:
+    from sosekni.db import utcnow
+    from sosekni.render import clip
+    from sosekni.services import queues
+
+    queue = queues.QUEUES[name]
     settings = settings_or_fail(need_admins=False)
     total, rows = with_database(settings, lambda: queues.listing(queue, failed=failed, limit=limit))
     now = utcnow()
@@ -76,7 +80,11 @@ def _list(queue: Queue, failed: bool, limit: int) -> None:
     console.print(f"{len(rows)} of {total} {kind} {_NOUN[queue.name]}(s) shown", markup=False)
 
 
-def _retry(queue: Queue, row_id: int | None, failed: bool) -> None:
+def _retry(name: str, row_id: int | None, failed: bool) -> None:
+    from sosekni.services import queues
+    from sosekni.services.queues import Retried
+
+    queue = queues.QUEUES[name]
     if (row_id is None) == (not failed):
         fail("give exactly one of ID or --failed")
     settings = settings_or_fail(need_admins=False)
@@ -102,7 +110,7 @@ def outbox_list(failed: Failed = False, limit: Limit = 50) -> None:
 
     Examples: sosekni-ops outbox list · sosekni-ops outbox list --failed --limit 20
     """
-    _list(queues.OUTBOX, failed, limit)
+    _list("outbox", failed, limit)
 
 
 @outbox_app.command("retry")
@@ -112,7 +120,7 @@ def outbox_retry(row_id: RowId = None, failed: AllFailed = False) -> None:
 
     Examples: sosekni-ops outbox retry 42 · sosekni-ops outbox retry --failed
     """
-    _retry(queues.OUTBOX, row_id, failed)
+    _retry("outbox", row_id, failed)
 
 
 @inbox_app.command("list")
@@ -122,7 +130,7 @@ def inbox_list(failed: Failed = False, limit: Limit = 50) -> None:
 
     Examples: sosekni-ops inbox list · sosekni-ops inbox list --failed
     """
-    _list(queues.INBOX, failed, limit)
+    _list("inbox", failed, limit)
 
 
 @inbox_app.command("retry")
@@ -132,4 +140,4 @@ def inbox_retry(row_id: RowId = None, failed: AllFailed = False) -> None:
 
     Examples: sosekni-ops inbox retry 42 · sosekni-ops inbox retry --failed
     """
-    _retry(queues.INBOX, row_id, failed)
+    _retry("inbox", row_id, failed)

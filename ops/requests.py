@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
-from rich.progress import Progress
 from rich.table import Table
 
 from ops.common import console, fail, plain, settings_or_fail, with_database
-from sosekni.render import when
-from sosekni.services import requests
+
+# The services (and through them Piccolo and the database drivers) are imported inside the
+# commands: `sosekni-ops --help` and the commands that need no database should not load them.
 
 app = typer.Typer(
     help="Client requests and their decisions.\n\n"
@@ -61,6 +61,9 @@ def list_(
 
     Examples: sosekni-ops requests list · sosekni-ops requests list --status pending
     """
+    from sosekni.render import when
+    from sosekni.services import requests
+
     settings = settings_or_fail(need_admins=False)
     rows = with_database(
         settings, lambda: requests.audit(status.value if status else None, limit=limit)
@@ -92,6 +95,10 @@ def export(
 
     Example: sosekni-ops requests export requests-2026-11.csv
     """
+    from rich.progress import Progress
+
+    from sosekni.services import requests
+
     settings = settings_or_fail(need_admins=False)
     if file.suffix.lower() != ".csv":
         fail(f"{file}: the export file must end in .csv")

@@ -15,7 +15,6 @@ import typer
 
 from ops.common import console, fail, plain, settings_or_fail, with_database
 from sosekni import lifecycle, logs, migrations
-from sosekni.db import sql
 
 log = logging.getLogger("sosekni.poll")
 
@@ -24,6 +23,8 @@ warnings.filterwarnings("ignore", message=r"Please use 'Bot\.getUpdates'")
 
 
 def _migrate_sqlite(settings) -> None:
+    from sosekni.db import sql
+
     async def work() -> list[str]:
         await sql("PRAGMA journal_mode=WAL")
         return await migrations.forwards()
@@ -100,11 +101,11 @@ async def _poll(settings, timeout: int) -> None:
     from telegram import Update
     from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter
 
-    from sosekni.bot import ALLOWED_UPDATES
     from sosekni.delivery import inbox
     from sosekni.delivery.outbox import retry_seconds
     from sosekni.delivery.policy import Backoff
     from sosekni.runtime import Runtime
+    from sosekni.updates import ALLOWED_UPDATES
 
     runtime = Runtime(settings)
     await runtime.start()

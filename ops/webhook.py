@@ -11,8 +11,8 @@ from rich.table import Table
 
 from ops.common import console, fail, plain, settings_or_fail
 from ops.telegram_api import run_telegram
-from sosekni.bot import ALLOWED_UPDATES
 from sosekni.config import Settings
+from sosekni.updates import ALLOWED_UPDATES
 
 app = typer.Typer(
     help="Register the webhook with Telegram, inspect it, remove it.\n\n"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,6 @@ from sanic.response import json as json_response
 from telegram import Update
 
 from sosekni import lifecycle, logs
-from sosekni.bot import ALLOWED_UPDATES
 from sosekni.config import Settings, load_settings
 from sosekni.db import as_utc, is_unavailable, sql, utcnow
 from sosekni.delivery import inbox
@@ -24,6 +22,7 @@ from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
 from sosekni.metrics import INBOX_OPEN, OUTBOX_OPEN, metrics, shared_array
 from sosekni.metrics import use as use_metrics
 from sosekni.runtime import Runtime
+from sosekni.updates import ALLOWED_UPDATES
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def create_app(settings: Settings | None = None, policy: DeliveryPolicy = DEFAUL
         settings.require_token()
         settings.require_webhook_secret()
     logs.configure(settings.log_level, settings.log_format, settings.secrets)
-    app = Sanic(os.environ.get("SOSEKNI_APP_NAME", "sosekni"), configure_logging=False)
+    app = Sanic("sosekni", configure_logging=False)
     app.config.REQUEST_MAX_SIZE = MAX_BODY
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.MOTD = False

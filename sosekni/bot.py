@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telegram import MessageEntity, Update
+from telegram import Bot, MessageEntity, Update
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -14,23 +14,38 @@ from telegram.ext import (
 )
 
 from sosekni.config import Settings
-from sosekni.delivery.inbox import on_handler_error
-from sosekni.handlers import admin, chats, client
+from sosekni.updates import ALLOWED_UPDATES as ALLOWED_UPDATES  # re-exported (bench/peer.py)
 
 MESSAGES = filters.UpdateType.MESSAGE  # edited messages and channel posts are ignored
 CAPTION_COMMAND = filters.CaptionEntity(MessageEntity.BOT_COMMAND)
-ALLOWED_UPDATES = ["message", "callback_query"]
+
+
+def api_urls(settings: Settings) -> tuple[str, str]:
+    """The Bot API and file URLs under TELEGRAM_API_BASE_URL (a local Bot API server or a
+    test double answers there): the one rule both builders below follow."""
+    base = settings.telegram_api_base_url
+    return f"{base}/bot", f"{base}/file/bot"
 
 
 def application_builder(settings: Settings) -> ApplicationBuilder:
     """PTB's builder pointed at TELEGRAM_API_BASE_URL with the bot token."""
-    base = settings.telegram_api_base_url
+    base_url, base_file_url = api_urls(settings)
     return (
         Application.builder()
         .token(settings.require_token())
-        .base_url(f"{base}/bot")
-        .base_file_url(f"{base}/file/bot")
+        .base_url(base_url)
+        .base_file_url(base_file_url)
     )
+
+
+def bot_for(settings: Settings) -> Bot:
+    """A plain Bot for one-off calls (the operator's `webhook` and `health` commands).
+
+    Not the Application's bot: that one is built for the handlers (a connection pool sized
+    for the inbox); a command makes one or two calls and should not build an Application.
+    """
+    base_url, base_file_url = api_urls(settings)
+    return Bot(settings.require_token(), base_url=base_url, base_file_url=base_file_url)
 
 
 def with_handlers(application: Application, settings: Settings) -> Application:
@@ -47,7 +62,14 @@ def build_application(settings: Settings) -> Application:
 
 def add_handlers(application: Application) -> None:
     """The handler table, behind `chats.gate` (group -1): the one place that decides which
-    chats and senders the handlers below ever see (private chats, persons)."""
+    chats and senders the handlers below ever see (private chats, persons).
+
+    The handlers (and through them the services and the database layer) are imported here,
+    not at the top: `bot_for` serves operator commands that must not load them.
+    """
+    from sosekni.delivery.inbox import on_handler_error
+    from sosekni.handlers import admin, chats, client
+
     application.add_handler(TypeHandler(Update, chats.gate), group=-1)
     application.add_handlers(
         [

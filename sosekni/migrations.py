@@ -1,15 +1,15 @@
-"""Run Piccolo migrations from code (forwards, backwards, status) on the bound engine."""
+"""Run Piccolo migrations from code (forwards, backwards, status) on the bound engine.
+
+Piccolo's migration commands are imported inside the functions that run them: they import
+`piccolo.conf.apps`, which imports `black` (a code formatter, for `piccolo migrations new`),
+about 0.1 s that `sosekni-ops --help` and every other command would pay for nothing.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 from dataclasses import dataclass
-
-from piccolo.apps.migrations.commands.backwards import run_backwards
-from piccolo.apps.migrations.commands.check import CheckMigrationManager
-from piccolo.apps.migrations.commands.forwards import run_forwards
-from piccolo.apps.migrations.tables import Migration
 
 APP_NAME = "sosekni"
 
@@ -27,12 +27,18 @@ class MigrationState:
 
 async def status() -> list[MigrationState]:
     """Every migration of the app, oldest first, and whether it has run."""
+    from piccolo.apps.migrations.commands.check import CheckMigrationManager
+
     with contextlib.redirect_stdout(io.StringIO()):
         found = await CheckMigrationManager(APP_NAME).get_migration_statuses()
     return [MigrationState(s.migration_id, s.description, s.has_ran) for s in found]
 
 
 async def applied_ids() -> list[str]:
+    """The ids of the applied migrations, oldest first (creating Piccolo's table if new)."""
+    from piccolo.apps.migrations.commands.check import CheckMigrationManager
+    from piccolo.apps.migrations.tables import Migration
+
     with contextlib.redirect_stdout(io.StringIO()):
         await CheckMigrationManager(APP_NAME).create_migration_table()
         return await Migration.get_migrations_which_ran(app_name=APP_NAME)
@@ -40,6 +46,8 @@ async def applied_ids() -> list[str]:
 
 async def forwards() -> list[str]:
     """Apply every pending migration; return the ids applied now."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
     before = set(await applied_ids())
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -51,6 +59,8 @@ async def forwards() -> list[str]:
 
 async def backwards(count: int) -> list[str]:
     """Undo the newest `count` applied migrations; return the ids undone."""
+    from piccolo.apps.migrations.commands.backwards import run_backwards
+
     if count < 1:
         raise MigrationError("--down needs a positive number of migrations")
     ran = await applied_ids()

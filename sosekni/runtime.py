@@ -78,6 +78,9 @@ class Runtime:
         # Why the last start-up attempt failed, when waiting does not cure it (Telegram
         # refused the token, migrations missing); None once started. /health reports it.
         self.startup_error: str | None = None
+        # Whether `application.initialize()` succeeded, so `stop` knows to shut it down.
+        # Our own flag rather than PTB's private `Application._initialized`.
+        self._bot_initialized = False
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):
@@ -103,8 +106,9 @@ class Runtime:
                 added = await admins.seed(self.settings.admin_telegram_ids)
                 if added:
                     log.info("seeded %d administrator(s) from ADMIN_TELEGRAM_ID", len(added))
-                if not self.application._initialized:
+                if not self._bot_initialized:
                     await self.application.initialize()
+                    self._bot_initialized = True
                 log.info("bot @%s ready", self.application.bot.username)
                 self.startup_error = None
                 self.ready.set()
@@ -138,7 +142,8 @@ class Runtime:
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.outbox.close()
-        if self.application._initialized:
+        if self._bot_initialized:
+            self._bot_initialized = False
             with contextlib.suppress(Exception):
                 await self.application.shutdown()
         await close_pool(self.engine)
