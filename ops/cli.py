@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from ops import admin, backup, deploy, health, migrate, prune, queues, requests, serve, webhook
+from ops.common import OpsGroup
 
 app = typer.Typer(
+    cls=OpsGroup,
     name="sosekni-ops",
     help="Run and operate the SOSenki request-approval bot.\n\n"
     "Examples: sosekni-ops serve --workers 2 · sosekni-ops health"

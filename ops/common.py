@@ -6,11 +6,13 @@ import asyncio
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
 from sosekni import logs
 from sosekni.config import ConfigError, Settings, load_settings
@@ -37,13 +39,45 @@ def plain(value: object) -> Text:
     return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value)))
 
 
+class OpsError(Exception):
+    """A command failed in a way the operator can act on: one line, no traceback.
+
+    Raised anywhere in `ops/` (`fail`, or a subclass such as `BackupError`, `DeployError`);
+    printed once, as one red line with the secrets it names redacted, where every command
+    is invoked (`OpsGroup`).
+    """
+
+    def __init__(self, message: str, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.secrets = secrets
+
+
 def fail(message: str, settings: Settings | None = None) -> NoReturn:
+    """Stop the command with one line (the settings' secrets are redacted from it)."""
+    raise OpsError(message, settings.secrets if settings is not None else ())
+
+
+def report(exc: OpsError) -> NoReturn:
     """Print one red line (secrets redacted, the message as plain text) and exit 1."""
-    message = message.strip().splitlines()[0] if message.strip() else "failed"
-    if settings is not None:
-        message = Redactor(settings.secrets)(message)
+    message = str(exc).strip()
+    message = message.splitlines()[0] if message else "failed"
+    if exc.secrets:
+        message = Redactor(exc.secrets)(message)
     error_console.print(Text.assemble(("error:", "bold red"), " ", plain(message)), highlight=False)
     raise typer.Exit(code=1)
+
+
+class OpsGroup(TyperGroup):
+    """The command group that turns an `OpsError` (or a file error) from any subcommand into
+    its one red line: the one error path of `sosekni-ops`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OpsError as exc:
+            report(exc)
+        except OSError as exc:  # a file or directory the operator named
+            report(OpsError(f"{exc.filename or ''}: {exc.strerror or exc}".strip(": ")))
 
 
 def settings_or_fail(**need: bool) -> Settings:
@@ -85,16 +119,23 @@ def with_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
         _open_sqlite_or_fail(settings)
     try:
         return asyncio.run(main())
-    except typer.Exit:
+    except (OpsError, typer.Exit):
         raise
     except Exception as exc:
         if is_unavailable(exc):
             fail(f"cannot reach the database at {where(settings)}: {exc}", settings)
-        if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
-            fail(f"the database at {where(settings)} is not migrated: run `sosekni-ops migrate`")
-        if "does not exist" in str(exc) and "relation" in str(exc):
+        if _missing_table(exc):
             fail(f"the database at {where(settings)} is not migrated: run `sosekni-ops migrate`")
         fail(f"{type(exc).__name__}: {exc}", settings)
+
+
+def _missing_table(exc: Exception) -> bool:
+    """The driver's own "no such table" (the database was never migrated)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return str(exc).startswith("no such table")
+    from asyncpg.exceptions import UndefinedTableError
+
+    return isinstance(exc, UndefinedTableError)
 
 
 def _open_sqlite_or_fail(settings: Settings) -> None:

@@ -87,14 +87,7 @@ def poll(
     if settings.is_sqlite:
         _migrate_sqlite(settings)
     logs.configure(settings.log_level, settings.log_format, settings.secrets)
-    try:
-        asyncio.run(_poll(settings, timeout))
-    except _PollError as exc:
-        fail(str(exc), settings)
-
-
-class _PollError(Exception):
-    pass
+    asyncio.run(_poll(settings, timeout))
 
 
 async def _poll(settings, timeout: int) -> None:
@@ -134,13 +127,14 @@ async def _poll(settings, timeout: int) -> None:
             stopped.cancel()
             try:
                 updates = fetch.result()
-            except Conflict as exc:
-                raise _PollError(
+            except Conflict:
+                fail(
                     "Telegram refuses getUpdates while a webhook is set: "
-                    "run `sosekni-ops webhook delete` first"
-                ) from exc
-            except InvalidToken as exc:
-                raise _PollError("Telegram rejected TELEGRAM_BOT_TOKEN") from exc
+                    "run `sosekni-ops webhook delete` first",
+                    settings,
+                )
+            except InvalidToken:
+                fail("Telegram rejected TELEGRAM_BOT_TOKEN", settings)
             except RetryAfter as exc:
                 await asyncio.sleep(retry_seconds(exc))
                 continue

@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ops import common
-from ops.backup import PgTarget
+from ops.backups import PgTarget
 from ops.cli import app
 from sosekni.config import ConfigError, Secret, load_settings, read_dotenv
 from tests.harness import ROOT, SECRET, base_env, ops_command

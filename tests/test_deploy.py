@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 import sosekni.piccolo_migrations
-from ops.deploy import KEEP_RELEASES, METADATA, Deployer, Layout, Release
+from ops.deploys.deployer import Deployer
+from ops.deploys.layout import KEEP_RELEASES, METADATA, Layout, Release
 from sosekni.config import load_settings
 from tests.fakes.postgres import create_database, drop_database
 from tests.fakes.telegram import FakeTelegram

@@ -28,6 +28,8 @@ from typer.testing import CliRunner
 import ops.admin
 import ops.common
 import ops.deploy
+import ops.deploys.deployer
+import ops.deploys.layout
 import ops.health
 import ops.requests
 from ops.cli import app
@@ -88,7 +90,14 @@ def output(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     if request.param == "terminal":
         out = Console(force_terminal=True, color_system="truecolor", width=250)
         err = Console(force_terminal=True, color_system="truecolor", stderr=True, soft_wrap=True)
-        for module in (ops.common, ops.admin, ops.requests, ops.deploy, ops.health):
+        for module in (
+            ops.common,
+            ops.admin,
+            ops.requests,
+            ops.deploy,
+            ops.deploys.deployer,
+            ops.health,
+        ):
             monkeypatch.setattr(module, "console", out)
         monkeypatch.setattr(ops.common, "error_console", err)
     return request.param
@@ -170,7 +179,7 @@ def test_an_error_line_echoing_typed_input_is_one_plain_line(site: Site, output:
 def test_releases_print_a_typed_ref_literally(tmp_path: Path, output: str) -> None:
     release = tmp_path / "deploy" / "releases" / "20261129T200000Z-abc"
     release.mkdir(parents=True)
-    (release / ops.deploy.METADATA).write_text(
+    (release / ops.deploys.layout.METADATA).write_text(
         json.dumps({"name": release.name, "ref": LINK, "sha": "abc", "status": CLOSE})
     )
     env = env_for(f"sqlite:///{tmp_path / 'bot.db'}", tmp_path)
