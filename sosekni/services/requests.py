@@ -20,7 +20,7 @@ from sosekni.render import (
 )
 from sosekni.services import admins, cards
 from sosekni.services.work import UnitOfWork, unit_of_work
-from sosekni.tables import APPROVED, MAX_REQUEST_TEXT, PENDING, REJECTED
+from sosekni.tables import APPROVED, MAX_REQUEST_TEXT, PENDING, REJECTED, ClientRequest
 from sosekni.texts import text
 
 log = logging.getLogger(__name__)
@@ -361,17 +361,16 @@ async def list_pending(admin: Person, chat_id: int, admin_language: str) -> int:
         if not await admins.is_active(admin.telegram_id):
             work.message(chat_id, text(lang, "not_authorized"), purpose="reply")
             return 0
-        rows = await sql(
-            "SELECT * FROM client_request WHERE status = {} ORDER BY submitted_at, id LIMIT {}",
-            PENDING,
-            PENDING_PAGE + 1,
+        rows = (
+            await ClientRequest.select()
+            .where(ClientRequest.status == PENDING)
+            .order_by(ClientRequest.submitted_at, ClientRequest.id)
+            .limit(PENDING_PAGE + 1)
         )
         if not rows:
             work.message(chat_id, text(lang, "pending_none"), purpose="reply")
             return 0
-        total = (await sql("SELECT count(*) AS n FROM client_request WHERE status = {}", PENDING))[
-            0
-        ]["n"]
+        total = await ClientRequest.count().where(ClientRequest.status == PENDING)
         work.message(chat_id, text(lang, "pending_header", count=total), purpose="reply")
         for row in rows[:PENDING_PAGE]:
             _notify(work, chat_id, _request(row), admin_language)
@@ -429,16 +428,12 @@ async def audit(status: str | None = None, limit: int | None = None) -> list[dic
     """Every request (or those in `status`), newest first, with its decision."""
     if status is not None and status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-    query = "SELECT * FROM client_request"
-    args: list[Any] = []
+    query = ClientRequest.select().order_by(ClientRequest.id, ascending=False)
     if status is not None:
-        query += " WHERE status = {}"
-        args.append(status)
-    query += " ORDER BY id DESC"
+        query = query.where(ClientRequest.status == status)
     if limit is not None:
-        query += " LIMIT {}"
-        args.append(limit)
-    return [_request(row) for row in await sql(query, *args)]
+        query = query.limit(limit)
+    return [_request(row) for row in await query]
 
 
 async def remind_due(now: datetime, period: timedelta, admin_language: str) -> list[int]:
