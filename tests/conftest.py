@@ -1,16 +1,25 @@
-"""Shared fixtures: the fake Bot API, a real PostgreSQL, and the bot as a real server."""
+"""Shared fixtures: the fake Bot API, a real PostgreSQL, the bot as a real server, and the
+webhook app in-process."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from tests.fakes.postgres import create_database, drop_database, postgres_server
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import TOKEN, BotServer, Db, base_env, on_database, run_ops
+from tests.harness import SECRET, TOKEN, BotServer, Db, base_env, on_database, run_ops
+
+if TYPE_CHECKING:
+    from sanic import Sanic
+    from sanic_testing.testing import SanicASGITestClient
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +103,90 @@ async def bot(
     telegram.reset()
     yield running, db, telegram
     await asyncio.sleep(0)
+
+
+# ----------------------------------------------------------------------------- webhook_app
+
+
+class InputOnlyRuntime:
+    """Stands in for `Runtime` in `create_app`'s listeners: no workers, no bot start-up.
+
+    `sanic-testing`'s ASGI client runs the server listeners around every request, and the
+    input rules (secret, content type, size, JSON shape, update_id, what is stored) are the
+    route's alone: the route, its error handler and the listeners' other work run exactly
+    as in production, on the engine `webhook_app` bound once to a migrated database.
+    """
+
+    def __init__(self, settings: object, policy: object = None) -> None:
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.startup_error: str | None = None
+
+    async def start(self) -> None:
+        """Nothing to start: the engine is bound and its pool open for the whole test."""
+
+    async def stop(self) -> None:
+        """Nothing to stop: no background work ran."""
+
+
+@dataclass
+class WebhookApp:
+    """The Sanic app `create_app` builds, driven in-process through its ASGI interface."""
+
+    app: Sanic
+    client: SanicASGITestClient
+    db: Db
+
+    async def post(
+        self,
+        body: dict[str, Any] | bytes | str,
+        *,
+        secret: str | bytes | None = SECRET,
+        content_type: str | bytes | None = "application/json",
+    ) -> httpx.Response:
+        """POST /webhook/telegram as Telegram does (or as a hostile sender would)."""
+        headers: dict[str, str | bytes] = {}
+        if content_type is not None:
+            headers["content-type"] = content_type
+        if secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        content = json.dumps(body) if isinstance(body, dict) else body
+        _, answer = await self.client.post("/webhook/telegram", content=content, headers=headers)
+        return _plain(answer)
+
+    async def get(self, path: str) -> httpx.Response:
+        _, answer = await self.client.get(path)
+        return _plain(answer)
+
+
+def _plain(answer: httpx.Response) -> httpx.Response:
+    """sanic-testing's response turns `json()` into a property: give back httpx's own, so a
+    test reads an in-process answer as it reads one from a real server."""
+    answer.__class__ = httpx.Response
+    return answer
+
+
+@pytest.fixture
+async def webhook_app(
+    migrated_url: str, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[WebhookApp]:
+    """The production webhook app in-process, on each engine's migrated database."""
+    from sanic import Sanic
+
+    import sosekni.app
+    from sosekni.config import load_settings
+    from sosekni.db import bind, close_pool, engine_for, open_pool
+    from sosekni.metrics import shared_array
+
+    monkeypatch.setattr(Sanic, "test_mode", True)  # one app per test, all named "sosekni"
+    monkeypatch.setattr(sosekni.app, "Runtime", InputOnlyRuntime)
+    settings = load_settings(base_env(migrated_url, telegram.base_url), need_token=True)
+    app = sosekni.app.create_app(settings)
+    app.shared_ctx.metrics = shared_array()  # what the main process gives its workers
+    engine = engine_for(migrated_url)
+    bind(engine)
+    await open_pool(engine, 2)
+    try:
+        yield WebhookApp(app, app.asgi_client, Db(migrated_url))
+    finally:
+        await close_pool(engine)
