@@ -166,11 +166,31 @@ def _plain(answer: httpx.Response) -> httpx.Response:
     return answer
 
 
+@pytest.fixture(scope="module")
+def webhook_database(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One migrated database per module and engine for `webhook_app`, emptied per test."""
+    from sosekni import migrations
+
+    admin_dsn = request.getfixturevalue("postgres_admin_dsn") if backend == "postgres" else None
+    if admin_dsn is not None:
+        url = create_database(admin_dsn)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('webhook-app') / 'bot.db'}"
+    on_database(url, migrations.forwards)
+    yield url
+    if admin_dsn is not None:
+        drop_database(admin_dsn, url)
+
+
 @pytest.fixture
 async def webhook_app(
-    migrated_url: str, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+    webhook_database: str, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[WebhookApp]:
-    """The production webhook app in-process, on each engine's migrated database."""
+    """The production webhook app in-process, on each engine's migrated database, emptied."""
+    migrated_url = webhook_database
+    await Db(migrated_url).reset()
     from sanic import Sanic
 
     import sosekni.app
