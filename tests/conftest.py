@@ -4,6 +4,7 @@ webhook app in-process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from tests.harness import SECRET, TOKEN, BotServer, Db, base_env, on_database, r
 
 if TYPE_CHECKING:
     from sanic import Sanic
-    from sanic_testing.testing import SanicASGITestClient
 
 
 @pytest.fixture(scope="session")
@@ -111,10 +111,9 @@ async def bot(
 class InputOnlyRuntime:
     """Stands in for `Runtime` in `create_app`'s listeners: no workers, no bot start-up.
 
-    `sanic-testing`'s ASGI client runs the server listeners around every request, and the
-    input rules (secret, content type, size, JSON shape, update_id, what is stored) are the
-    route's alone: the route, its error handler and the listeners' other work run exactly
-    as in production, on the engine `webhook_app` bound once to a migrated database.
+    The input rules (secret, content type, JSON shape, update_id, what is stored and how)
+    are the route's alone: the route, its error handler and the listeners' other work run
+    exactly as in production, on the engine the fixture bound to a migrated database.
     """
 
     def __init__(self, settings: object, policy: object = None) -> None:
@@ -131,10 +130,10 @@ class InputOnlyRuntime:
 
 @dataclass
 class WebhookApp:
-    """The Sanic app `create_app` builds, driven in-process through its ASGI interface."""
+    """The Sanic app `create_app` builds, served in-process through its ASGI interface."""
 
     app: Sanic
-    client: SanicASGITestClient
+    client: httpx.AsyncClient
     db: Db
 
     async def post(
@@ -151,19 +150,53 @@ class WebhookApp:
         if secret is not None:
             headers["X-Telegram-Bot-Api-Secret-Token"] = secret
         content = json.dumps(body) if isinstance(body, dict) else body
-        _, answer = await self.client.post("/webhook/telegram", content=content, headers=headers)
-        return _plain(answer)
+        return await self.client.post("/webhook/telegram", content=content, headers=headers)
 
     async def get(self, path: str) -> httpx.Response:
-        _, answer = await self.client.get(path)
-        return _plain(answer)
+        return await self.client.get(path)
 
 
-def _plain(answer: httpx.Response) -> httpx.Response:
-    """sanic-testing's response turns `json()` into a property: give back httpx's own, so a
-    test reads an in-process answer as it reads one from a real server."""
-    answer.__class__ = httpx.Response
-    return answer
+@contextlib.asynccontextmanager
+async def serving(url: str, api_base: str) -> AsyncIterator[WebhookApp]:
+    """`create_app` on `url`, started once through the ASGI lifespan (as an ASGI server
+    does) and driven by an httpx client over ASGI: one start-up, then plain requests.
+
+    sanic-testing's `asgi_client` would instead run the server listeners around every
+    request, some 30 ms each; the lifespan keeps a request at the cost of the route.
+    """
+    from sanic import Sanic
+
+    import sosekni.app
+    from sosekni.config import load_settings
+    from sosekni.db import bind, close_pool, engine_for, open_pool
+    from sosekni.metrics import shared_array
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Sanic, "test_mode", True)  # one app per test, all named "sosekni"
+        patch.setattr(sosekni.app, "Runtime", InputOnlyRuntime)
+        settings = load_settings(base_env(url, api_base), need_token=True)
+        app = sosekni.app.create_app(settings)
+        app.shared_ctx.metrics = shared_array()  # what the main process gives its workers
+        engine = engine_for(url)
+        bind(engine)
+        await open_pool(engine, 2)
+        inbound: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        outbound: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        lifespan = asyncio.create_task(
+            app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbound.get, outbound.put)
+        )
+        try:
+            await inbound.put({"type": "lifespan.startup"})
+            assert (await outbound.get())["type"] == "lifespan.startup.complete"
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
+                yield WebhookApp(app, client, Db(url))
+            await inbound.put({"type": "lifespan.shutdown"})
+            assert (await outbound.get())["type"] == "lifespan.shutdown.complete"
+        finally:
+            lifespan.cancel()
+            await asyncio.gather(lifespan, return_exceptions=True)
+            await close_pool(engine)
 
 
 @pytest.fixture(scope="module")
@@ -185,28 +218,8 @@ def webhook_database(
 
 
 @pytest.fixture
-async def webhook_app(
-    webhook_database: str, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[WebhookApp]:
+async def webhook_app(webhook_database: str, telegram: FakeTelegram) -> AsyncIterator[WebhookApp]:
     """The production webhook app in-process, on each engine's migrated database, emptied."""
-    migrated_url = webhook_database
-    await Db(migrated_url).reset()
-    from sanic import Sanic
-
-    import sosekni.app
-    from sosekni.config import load_settings
-    from sosekni.db import bind, close_pool, engine_for, open_pool
-    from sosekni.metrics import shared_array
-
-    monkeypatch.setattr(Sanic, "test_mode", True)  # one app per test, all named "sosekni"
-    monkeypatch.setattr(sosekni.app, "Runtime", InputOnlyRuntime)
-    settings = load_settings(base_env(migrated_url, telegram.base_url), need_token=True)
-    app = sosekni.app.create_app(settings)
-    app.shared_ctx.metrics = shared_array()  # what the main process gives its workers
-    engine = engine_for(migrated_url)
-    bind(engine)
-    await open_pool(engine, 2)
-    try:
-        yield WebhookApp(app, app.asgi_client, Db(migrated_url))
-    finally:
-        await close_pool(engine)
+    await Db(webhook_database).reset()
+    async with serving(webhook_database, telegram.base_url) as served:
+        yield served
