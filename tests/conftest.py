@@ -197,6 +197,7 @@ async def serving(url: str, api_base: str) -> AsyncIterator[WebhookApp]:
             lifespan.cancel()
             await asyncio.gather(lifespan, return_exceptions=True)
             await close_pool(engine)
+            Sanic.unregister_app(app)  # the name is free again for whoever builds the next
 
 
 @pytest.fixture(scope="module")
