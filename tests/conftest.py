@@ -1,16 +1,25 @@
-"""Shared fixtures: the fake Bot API, a real PostgreSQL, and the bot as a real server."""
+"""Shared fixtures: the fake Bot API, a real PostgreSQL, the bot as a real server, and the
+webhook app in-process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from tests.fakes.postgres import create_database, drop_database, postgres_server
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import TOKEN, BotServer, Db, base_env, on_database, run_ops
+from tests.harness import SECRET, TOKEN, BotServer, Db, base_env, on_database, run_ops
+
+if TYPE_CHECKING:
+    from sanic import Sanic
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +103,124 @@ async def bot(
     telegram.reset()
     yield running, db, telegram
     await asyncio.sleep(0)
+
+
+# ----------------------------------------------------------------------------- webhook_app
+
+
+class InputOnlyRuntime:
+    """Stands in for `Runtime` in `create_app`'s listeners: no workers, no bot start-up.
+
+    The input rules (secret, content type, JSON shape, update_id, what is stored and how)
+    are the route's alone: the route, its error handler and the listeners' other work run
+    exactly as in production, on the engine the fixture bound to a migrated database.
+    """
+
+    def __init__(self, settings: object, policy: object = None) -> None:
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.startup_error: str | None = None
+
+    async def start(self) -> None:
+        """Nothing to start: the engine is bound and its pool open for the whole test."""
+
+    async def stop(self) -> None:
+        """Nothing to stop: no background work ran."""
+
+
+@dataclass
+class WebhookApp:
+    """The Sanic app `create_app` builds, served in-process through its ASGI interface."""
+
+    app: Sanic
+    client: httpx.AsyncClient
+    db: Db
+
+    async def post(
+        self,
+        body: dict[str, Any] | bytes | str,
+        *,
+        secret: str | bytes | None = SECRET,
+        content_type: str | bytes | None = "application/json",
+    ) -> httpx.Response:
+        """POST /webhook/telegram as Telegram does (or as a hostile sender would)."""
+        headers: dict[str, str | bytes] = {}
+        if content_type is not None:
+            headers["content-type"] = content_type
+        if secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        content = json.dumps(body) if isinstance(body, dict) else body
+        return await self.client.post("/webhook/telegram", content=content, headers=headers)
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.client.get(path)
+
+
+@contextlib.asynccontextmanager
+async def serving(url: str, api_base: str) -> AsyncIterator[WebhookApp]:
+    """`create_app` on `url`, started once through the ASGI lifespan (as an ASGI server
+    does) and driven by an httpx client over ASGI: one start-up, then plain requests.
+
+    sanic-testing's `asgi_client` would instead run the server listeners around every
+    request, some 30 ms each; the lifespan keeps a request at the cost of the route.
+    """
+    from sanic import Sanic
+
+    import sosekni.app
+    from sosekni.config import load_settings
+    from sosekni.db import bind, close_pool, engine_for, open_pool
+    from sosekni.metrics import shared_array
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Sanic, "test_mode", True)  # one app per test, all named "sosekni"
+        patch.setattr(sosekni.app, "Runtime", InputOnlyRuntime)
+        settings = load_settings(base_env(url, api_base), need_token=True)
+        app = sosekni.app.create_app(settings)
+        app.shared_ctx.metrics = shared_array()  # what the main process gives its workers
+        engine = engine_for(url)
+        bind(engine)
+        await open_pool(engine, 2)
+        inbound: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        outbound: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        lifespan = asyncio.create_task(
+            app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbound.get, outbound.put)
+        )
+        try:
+            await inbound.put({"type": "lifespan.startup"})
+            assert (await outbound.get())["type"] == "lifespan.startup.complete"
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
+                yield WebhookApp(app, client, Db(url))
+            await inbound.put({"type": "lifespan.shutdown"})
+            assert (await outbound.get())["type"] == "lifespan.shutdown.complete"
+        finally:
+            lifespan.cancel()
+            await asyncio.gather(lifespan, return_exceptions=True)
+            await close_pool(engine)
+            Sanic.unregister_app(app)  # the name is free again for whoever builds the next
+
+
+@pytest.fixture(scope="module")
+def webhook_database(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One migrated database per module and engine for `webhook_app`, emptied per test."""
+    from sosekni import migrations
+
+    admin_dsn = request.getfixturevalue("postgres_admin_dsn") if backend == "postgres" else None
+    if admin_dsn is not None:
+        url = create_database(admin_dsn)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('webhook-app') / 'bot.db'}"
+    on_database(url, migrations.forwards)
+    yield url
+    if admin_dsn is not None:
+        drop_database(admin_dsn, url)
+
+
+@pytest.fixture
+async def webhook_app(webhook_database: str, telegram: FakeTelegram) -> AsyncIterator[WebhookApp]:
+    """The production webhook app in-process, on each engine's migrated database, emptied."""
+    await Db(webhook_database).reset()
+    async with serving(webhook_database, telegram.base_url) as served:
+        yield served
