@@ -475,6 +475,25 @@ def migrate_in_process(url: str) -> None:
         bind(previous)
 
 
+def clone_database(admin_dsn: str, template_url: str) -> str:
+    """A new Postgres database created from `template_url` (which must be idle)."""
+    from tests.fakes.postgres import create_database
+
+    url = create_database(admin_dsn)
+    new, template = (urlsplit(u).path.lstrip("/") for u in (url, template_url))
+
+    async def clone() -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=15)
+        try:
+            await conn.execute(f'DROP DATABASE "{new}"')
+            await conn.execute(f'CREATE DATABASE "{new}" TEMPLATE "{template}"')
+        finally:
+            await conn.close()
+
+    _blocking(clone)
+    return url
+
+
 class MigratedTemplates:
     """One migrated database per engine for the whole session; test databases are copies.
 
@@ -522,23 +541,9 @@ class MigratedTemplates:
 
     def postgres_copy(self, admin_dsn: str) -> str:
         """A new Postgres database created from the template (`CREATE DATABASE … TEMPLATE`)."""
-        from tests.fakes.postgres import create_database
-
         template = self.postgres_template(admin_dsn)
-        url = create_database(admin_dsn)
-        new, source = (urlsplit(u).path.lstrip("/") for u in (url, template))
-
-        async def clone() -> None:
-            conn = await asyncpg.connect(admin_dsn, timeout=15)
-            try:
-                await conn.execute(f'DROP DATABASE "{new}"')
-                await conn.execute(f'CREATE DATABASE "{new}" TEMPLATE "{source}"')
-            finally:
-                await conn.close()
-
         with self._lock:  # a template must be idle while it is copied
-            _blocking(clone)
-        return url
+            return clone_database(admin_dsn, template)
 
     def copy(self, kind: str, admin_dsn: str | None, where: Path) -> str:
         """A migrated database of `kind` ("sqlite": a file in `where`; "postgres": on
