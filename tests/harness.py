@@ -530,6 +530,13 @@ class MigratedTemplates:
                 self._postgres[admin_dsn] = url
             return self._postgres[admin_dsn]
 
+    def url(self, kind: str, admin_dsn: str | None) -> str:
+        """The template of `kind` itself, for helpers that make their own copies of it."""
+        if kind == "postgres":
+            assert admin_dsn is not None, "a Postgres template needs the admin DSN"
+            return self.postgres_template(admin_dsn)
+        return f"sqlite:///{self.sqlite_template()}"
+
     def sqlite_copy(self, path: Path) -> str:
         """A migrated SQLite database at `path` (a copy of the template, private 0600)."""
         from sosekni.db import create_sqlite_file

@@ -126,7 +126,7 @@ class Target:
 
 @dataclass
 class Databases:
-    """One engine (SQLite files or a Postgres server) with a database migrated by the CLI."""
+    """One engine (SQLite files or a Postgres server) with a migrated template database."""
 
     kind: str
     admin_dsn: str | None
@@ -146,7 +146,7 @@ class Databases:
         return Target.at(self._new())
 
     def migrated(self) -> Target:
-        """A copy of the database `sosekni-ops migrate` produced (faster than migrating)."""
+        """A copy of the template database (faster than migrating)."""
         if self.admin_dsn is None:
             url = self._new()
             shutil.copyfile(self.template_url[len("sqlite:///") :], url[len("sqlite:///") :])
