@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import os
 import shutil
@@ -11,11 +12,14 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -430,3 +434,144 @@ class PacedBotServer(BotServer):
         port, workers = str(self.port), str(self.workers)
         argv = [sys.executable, "-m", "bench.serve", "--port", port, "--workers", workers]
         return argv, {**self.env, "BENCH_BACKOFF_SCALE": str(self.backoff_scale)}
+
+
+# ----------------------------------------------------------------------------- migrated templates
+
+
+def _blocking(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine from sync code, in a worker thread when an event loop runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work()).result()  # type: ignore[arg-type]
+
+
+def migrate_in_process(url: str) -> None:
+    """Apply every migration to `url` in this process, as `sosekni-ops migrate` does.
+
+    The engine a test may have bound is bound again afterwards, so making a template in the
+    middle of a test leaves the services pointing where they pointed.
+    """
+    from sosekni import migrations
+    from sosekni.db import bind, close_pool, current_engine, engine_for, open_pool
+
+    previous = current_engine()
+
+    async def main() -> None:
+        engine = engine_for(url)
+        bind(engine)
+        await open_pool(engine, 2)
+        try:
+            await migrations.forwards()
+        finally:
+            await close_pool(engine)
+
+    try:
+        _blocking(main)
+    finally:
+        bind(previous)
+
+
+def clone_database(admin_dsn: str, template_url: str) -> str:
+    """A new Postgres database created from `template_url` (which must be idle)."""
+    from tests.fakes.postgres import create_database
+
+    url = create_database(admin_dsn)
+    new, template = (urlsplit(u).path.lstrip("/") for u in (url, template_url))
+
+    async def clone() -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=15)
+        try:
+            await conn.execute(f'DROP DATABASE "{new}"')
+            await conn.execute(f'CREATE DATABASE "{new}" TEMPLATE "{template}"')
+        finally:
+            await conn.close()
+
+    _blocking(clone)
+    return url
+
+
+class MigratedTemplates:
+    """One migrated database per engine for the whole session; test databases are copies.
+
+    Migrating costs a few hundred milliseconds in process and more as a `sosekni-ops`
+    subprocess; copying a file or `CREATE DATABASE … TEMPLATE` costs little. The migrations
+    run in process, once per engine (per Postgres server); `tests/test_migrations.py` keeps
+    testing the real `migrate` command on databases of its own.
+    """
+
+    def __init__(self) -> None:
+        self._root: Path | None = None
+        self._sqlite: Path | None = None
+        self._postgres: dict[str, str] = {}  # admin DSN -> template URL
+        self._lock = threading.Lock()
+
+    def sqlite_template(self) -> Path:
+        """The migrated SQLite file, made on first use."""
+        with self._lock:
+            if self._sqlite is None:
+                self._root = Path(tempfile.mkdtemp(prefix="sosekni-template-"))
+                path = self._root / "template.db"
+                migrate_in_process(f"sqlite:///{path}")
+                self._sqlite = path
+            return self._sqlite
+
+    def postgres_template(self, admin_dsn: str) -> str:
+        """The migrated Postgres template database on `admin_dsn`'s server, made on first use."""
+        from tests.fakes.postgres import create_database
+
+        with self._lock:
+            if admin_dsn not in self._postgres:
+                url = create_database(admin_dsn, prefix="sosekni_template")
+                migrate_in_process(url)
+                self._postgres[admin_dsn] = url
+            return self._postgres[admin_dsn]
+
+    def url(self, kind: str, admin_dsn: str | None) -> str:
+        """The template of `kind` itself, for helpers that make their own copies of it."""
+        if kind == "postgres":
+            assert admin_dsn is not None, "a Postgres template needs the admin DSN"
+            return self.postgres_template(admin_dsn)
+        return f"sqlite:///{self.sqlite_template()}"
+
+    def sqlite_copy(self, path: Path) -> str:
+        """A migrated SQLite database at `path` (a copy of the template, private 0600)."""
+        from sosekni.db import create_sqlite_file
+
+        template = self.sqlite_template()
+        create_sqlite_file(str(path))  # 0600 as the bot makes it; copyfile keeps the mode
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+
+    def postgres_copy(self, admin_dsn: str) -> str:
+        """A new Postgres database created from the template (`CREATE DATABASE … TEMPLATE`)."""
+        template = self.postgres_template(admin_dsn)
+        with self._lock:  # a template must be idle while it is copied
+            return clone_database(admin_dsn, template)
+
+    def copy(self, kind: str, admin_dsn: str | None, where: Path) -> str:
+        """A migrated database of `kind` ("sqlite": a file in `where`; "postgres": on
+        `admin_dsn`'s server) of its own; the caller drops a Postgres one."""
+        if kind == "postgres":
+            assert admin_dsn is not None, "a Postgres copy needs the admin DSN"
+            return self.postgres_copy(admin_dsn)
+        return self.sqlite_copy(where / "bot.db")
+
+    def drop_postgres(self, admin_dsn: str) -> None:
+        """Drop the template on `admin_dsn`'s server (before that server goes away)."""
+        from tests.fakes.postgres import drop_database
+
+        url = self._postgres.pop(admin_dsn, None)
+        if url is not None:
+            drop_database(admin_dsn, url)
+
+    def remove_sqlite(self) -> None:
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = self._sqlite = None
+
+
+TEMPLATES = MigratedTemplates()

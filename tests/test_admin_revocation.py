@@ -9,32 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from sosekni import migrations
-from sosekni.db import bind, close_pool, engine_for, open_pool, sql
+from sosekni.db import sql
 from sosekni.services import admins, requests
 from sosekni.services.requests import Answer, Decided, Person, Submitted
 
 BEFORE_SOURCE = "2026-11-29T16:00:00:000000"  # the migration just before `source` came
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+@pytest.fixture
+def database(bound_database: str) -> str:
     """A migrated database of either engine, bound as the services' engine."""
-    if request.param == "postgres":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    engine = engine_for(url)
-    bind(engine)
-    await migrations.forwards()
-    await open_pool(engine)
-    yield url
-    await close_pool(engine)
+    return bound_database
 
 
 def person(telegram_id: int, name: str = "Olga") -> Person:

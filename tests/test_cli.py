@@ -30,8 +30,8 @@ from typer.testing import CliRunner
 from ops import common
 from ops.cli import app
 from tests.fakes.postgres import create_database, drop_database
-from tests.harness import base_env, run_ops
-from tests.test_migrations import API, Databases, Target, databases_of
+from tests.harness import TEMPLATES, base_env, run_ops
+from tests.test_migrations import API, Databases, Target
 
 RED, PLAIN = "\x1b[1;31m", "\x1b[0m"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -174,13 +174,19 @@ async def ops(target: Target, *args: str) -> subprocess.CompletedProcess[str]:
 def databases(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Databases]:
-    with databases_of(request.param, request, tmp_path_factory.mktemp("dbs")) as found:
-        yield found
+    """Databases of one engine whose migrated ones copy the session's template (the real
+    `migrate` is `test_migrations.py`'s subject, not these commands')."""
+    kind = request.param
+    admin_dsn = request.getfixturevalue("postgres_admin_dsn") if kind == "postgres" else None
+    found = Databases(kind, admin_dsn, tmp_path_factory.mktemp("dbs"))
+    found.template_url = TEMPLATES.url(kind, admin_dsn)
+    yield found
+    found.cleanup()
 
 
 @pytest.fixture
 def migrated(databases: Databases) -> Target:
-    """A fresh database with every migration applied by `sosekni-ops migrate`."""
+    """A fresh database with every migration applied."""
     return databases.migrated()
 
 

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from sosekni import migrations
+from tests.conftest import migrated_database
 from tests.fakes.postgres import ThrowawayCluster, create_database, drop_database
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
@@ -46,10 +47,12 @@ def kill_group(server: BotServer) -> None:
 
 
 @pytest.fixture
-def postgres_db(postgres_url: str) -> str:
-    """A fresh migrated database (migrated in-process: `test_migrations.py` tests `migrate`)."""
-    on_database(postgres_url, migrations.forwards)
-    return postgres_url
+def postgres_db(postgres_admin_dsn: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh migrated database (a copy of the session's template: `test_migrations.py`
+    tests `migrate`)."""
+    url = migrated_database("postgres", postgres_admin_dsn, tmp_path)
+    yield url
+    drop_database(postgres_admin_dsn, url)
 
 
 async def until(db: Db, query: str, timeout: float = 30) -> None:
@@ -185,8 +188,7 @@ def paced_server(
 ) -> Iterator[tuple[PacedBotServer, Db, int]]:
     """One bot for the outage tests, backing off 5 times faster than in production (a
     test hook, see `PacedBotServer`), started once: each test empties its tables."""
-    url = create_database(postgres_admin_dsn)
-    on_database(url, migrations.forwards)
+    url = migrated_database("postgres", postgres_admin_dsn, tmp_path_factory.mktemp("paced-db"))
     admin = next_id()
     env = base_env(url, fake_telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
     log_path = tmp_path_factory.mktemp("paced") / "serve.log"

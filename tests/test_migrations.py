@@ -7,7 +7,6 @@ checks the exit code, the exact output and the schema the database holds afterwa
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import itertools
@@ -15,8 +14,7 @@ import pkgutil
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,7 +24,7 @@ import pytest
 
 import sosekni.piccolo_migrations
 from tests.fakes.postgres import create_database, drop_database
-from tests.harness import Db, base_env, run_ops
+from tests.harness import Db, base_env, clone_database, run_ops
 
 API = "http://127.0.0.1:9"  # never called: migrations do not talk to Telegram
 APP_TABLES = {
@@ -126,32 +124,9 @@ class Target:
         )
 
 
-def _blocking(work: Callable[[], Awaitable[None]]) -> None:
-    """Run a coroutine from a fixture, whether or not an event loop is running here."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, work()).result()
-
-
-def clone_database(admin_dsn: str, template_url: str) -> str:
-    """A new Postgres database created from `template_url` (which must be idle)."""
-    url = create_database(admin_dsn)
-    new, template = (urlparse(u).path.lstrip("/") for u in (url, template_url))
-
-    async def clone() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(f'DROP DATABASE "{new}"')
-            await conn.execute(f'CREATE DATABASE "{new}" TEMPLATE "{template}"')
-        finally:
-            await conn.close()
-
-    _blocking(clone)
-    return url
-
-
 @dataclass
 class Databases:
-    """One engine (SQLite files or a Postgres server) with a database migrated by the CLI."""
+    """One engine (SQLite files or a Postgres server) with a migrated template database."""
 
     kind: str
     admin_dsn: str | None
@@ -171,7 +146,7 @@ class Databases:
         return Target.at(self._new())
 
     def migrated(self) -> Target:
-        """A copy of the database `sosekni-ops migrate` produced (faster than migrating)."""
+        """A copy of the template database (faster than migrating)."""
         if self.admin_dsn is None:
             url = self._new()
             shutil.copyfile(self.template_url[len("sqlite:///") :], url[len("sqlite:///") :])

@@ -7,7 +7,7 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from tests.conftest import migrated_database
-from tests.fakes.postgres import drop_database
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     SECRET,
@@ -261,20 +260,6 @@ async def test_metrics_change_by_exactly_what_a_known_scenario_did(
     assert all(0 <= n <= requests + approval for n in grown.values())
 
 
-@pytest.fixture(scope="module")
-def two_workers(
-    fake_telegram: FakeTelegram, postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[BotServer, Db]]:
-    """A fresh `serve --workers 2` on Postgres: its counters start at zero."""
-    tmp: Path = tmp_path_factory.mktemp("metrics-workers")
-    url = migrated_database("postgres", postgres_admin_dsn, tmp, fake_telegram.base_url)
-    server = BotServer(base_env(url, fake_telegram.base_url), workers=2, log_path=tmp / "serve.log")
-    server.start()
-    yield server, Db(url)
-    server.stop()
-    drop_database(postgres_admin_dsn, url)
-
-
 async def test_metrics_are_the_whole_servers_whichever_worker_answers(
     two_workers: tuple[BotServer, Db], telegram: FakeTelegram
 ) -> None:
@@ -367,7 +352,7 @@ class LoggedRun:
 
 async def full_run(fake: FakeTelegram, tmp: Path, log_format: str) -> LoggedRun:
     """Requests, decisions by button and by text reply, a refused tap, refused posts, a retry."""
-    url = migrated_database("sqlite", None, tmp, fake.base_url)
+    url = migrated_database("sqlite", None, tmp)
     admin = user(next_id(), "Olga", "olga")
     env = base_env(
         url,

@@ -26,14 +26,14 @@ import sosekni.delivery.inbox
 import sosekni.delivery.outbox
 import sosekni.delivery.retention
 import sosekni.metrics
-from sosekni import migrations
 from sosekni.db import bind, close_pool, engine_for, open_pool, sql
 from sosekni.delivery import inbox, retention
 from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
 from sosekni.delivery.policy import DEFAULT_POLICY
 from sosekni.metrics import Metrics
-from tests.fakes.postgres import create_database, drop_database
+from tests.conftest import migrated_database
+from tests.fakes.postgres import drop_database
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 FINISHED = 20_000  # rows of history in each of the inbox and the outbox
@@ -77,15 +77,11 @@ async def history(
 ) -> AsyncIterator[tuple[str, str]]:
     """(kind, url) of a migrated database: FINISHED finished and OPEN open rows per queue."""
     kind = request.param
-    url = (
-        create_database(postgres_admin_dsn)
-        if kind == "postgres"
-        else f"sqlite:///{tmp_path / 'bot.db'}"
-    )
+    engine_kind = "postgres" if kind == "postgres" else "sqlite"
+    url = migrated_database(engine_kind, postgres_admin_dsn, tmp_path)
     engine = engine_for(url)
     bind(engine)
     await open_pool(engine, 4)
-    await migrations.forwards()
     await fill(kind == "postgres")
     if kind != "sqlite-no-stats":
         await sql("ANALYZE")

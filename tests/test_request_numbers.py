@@ -7,40 +7,25 @@ concurrent second request (which the partial unique index refuses) can skip a nu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from sosekni import migrations
-from sosekni.db import bind, close_pool, engine_for, open_pool, sql
+from sosekni.db import sql
 from sosekni.services import requests
 from sosekni.services.requests import Answer, Decided, Person, Submitted
-from tests.fakes.postgres import create_database, drop_database
 
 ADMIN = 4242
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        url = create_database(request.getfixturevalue("postgres_admin_dsn"))
-    engine = engine_for(url)
-    bind(engine)
-    await open_pool(engine, 5)
-    await migrations.forwards()
+@pytest.fixture
+async def database(bound_database: str) -> str:
+    """A migrated database of either engine, bound, with ADMIN its administrator."""
     await sql(
         "INSERT INTO administrator (telegram_id, name, active, created_at, updated_at) "
         "VALUES ({}, 'Olga', {}, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
         ADMIN,
         True,
     )
-    yield url
-    await close_pool(engine)
-    if request.param == "postgres":
-        drop_database(request.getfixturevalue("postgres_admin_dsn"), url)
+    return bound_database
 
 
 def person(telegram_id: int, name: str) -> Person:

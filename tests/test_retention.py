@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,13 +26,12 @@ from typer.testing import CliRunner
 from ops.cli import app as ops_app
 from sosekni import migrations
 from sosekni.config import ConfigError, load_settings
-from sosekni.db import bind, close_pool, engine_for, open_pool, sql, utcnow
+from sosekni.db import bind, current_engine, sql, utcnow
 from sosekni.delivery import inbox
 from sosekni.delivery.retention import Retention, prune
 from sosekni.metrics import Metrics
 from sosekni.metrics import use as use_metrics
 from sosekni.runtime import Runtime
-from tests.fakes.postgres import create_database, drop_database
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import SECRET, TOKEN, message, next_id, user
 
@@ -49,23 +48,10 @@ class Database:
     engine: Engine
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_dsn: str
-) -> AsyncIterator[Database]:
+@pytest.fixture
+def database(bound_database: str) -> Database:
     """A migrated database of its own, bound (and pooled on Postgres) in this event loop."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        url = create_database(postgres_admin_dsn)
-    engine = engine_for(url)
-    bind(engine)
-    await open_pool(engine, 10)
-    await migrations.forwards()
-    yield Database(url, engine)
-    await close_pool(engine)
-    if request.param == "postgres":
-        drop_database(postgres_admin_dsn, url)
+    return Database(bound_database, current_engine())
 
 
 # ----------------------------------------------------------------------------- rows

@@ -12,20 +12,17 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sosekni import migrations
-from sosekni.db import bind, close_pool, engine_for, open_pool, sql
+from sosekni.db import sql
 from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
 from sosekni.delivery.policy import DeliveryPolicy
 from sosekni.services import queues, requests
 from sosekni.services.requests import Answer, Decided, Person
 from sosekni.services.work import unit_of_work
-from tests.fakes.postgres import create_database, drop_database
 from tests.fakes.telegram import FakeTelegram
 
 ADMINS = (7001, 7002)
@@ -43,18 +40,9 @@ class FakeClock:
         self.now += seconds
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_admin_dsn: str
-) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'bot.db'}"
-    else:
-        url = create_database(postgres_admin_dsn)
-    engine = engine_for(url)
-    bind(engine)
-    await open_pool(engine, 10)
-    await migrations.forwards()
+@pytest.fixture
+async def database(bound_database: str) -> str:
+    """A migrated database of either engine, bound, with ADMINS its administrators."""
     for admin in ADMINS:
         await sql(
             "INSERT INTO administrator (telegram_id, name, active, created_at, updated_at) "
@@ -62,10 +50,7 @@ async def database(
             admin,
             True,
         )
-    yield url
-    await close_pool(engine)
-    if request.param == "postgres":
-        drop_database(postgres_admin_dsn, url)
+    return bound_database
 
 
 @pytest.fixture

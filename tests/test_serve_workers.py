@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,19 +24,6 @@ from tests.harness import (
     user,
     wait_port_closed,
 )
-
-
-@pytest.fixture(scope="module")
-def two_workers(
-    fake_telegram: FakeTelegram, postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[BotServer, Db]]:
-    tmp: Path = tmp_path_factory.mktemp("workers")
-    url = migrated_database("postgres", postgres_admin_dsn, tmp, fake_telegram.base_url)
-    server = BotServer(base_env(url, fake_telegram.base_url), workers=2, log_path=tmp / "serve.log")
-    server.start()
-    yield server, Db(url)
-    server.stop()
-    drop_database(postgres_admin_dsn, url)
 
 
 @pytest.fixture
@@ -148,7 +134,7 @@ async def test_twenty_simultaneous_requests_of_one_client_leave_one_pending(
 async def test_sigterm_stops_both_workers_cleanly(
     fake_telegram: FakeTelegram, postgres_admin_dsn: str, tmp_path: Path
 ) -> None:
-    url = migrated_database("postgres", postgres_admin_dsn, tmp_path, fake_telegram.base_url)
+    url = migrated_database("postgres", postgres_admin_dsn, tmp_path)
     try:
         server = BotServer(
             base_env(url, fake_telegram.base_url), workers=2, log_path=tmp_path / "serve.log"
