@@ -10,25 +10,31 @@ meets them: a fresh process, wall-clock time, the median of `--repeats`.
   an operator's first start does) against the lean fake Bot API (`bench.fakeapi`), from spawn
   until every worker has logged that its bot is ready and GET /health answers 200. It uses
   `bench.run.Server`, which polls every 0.2 s: that is the resolution of this figure.
+  With `--postgres ADMIN_DSN` the same on Postgres too: each start-up gets a new database
+  there, migrated beforehand (outside the figure: `serve` does not migrate Postgres).
 
 `--ops "python -m ops.cli" --cwd OTHER_CHECKOUT` measures another tree with this venv (for a
 before/after: `git worktree add /tmp/before main`). Prints a Markdown table.
 
     uv run python -m bench.startup                      # 10 CLI repeats, 3 serve repeats
     uv run python -m bench.startup --repeats 20 --serve-repeats 5 --workers 1 2
+    uv run python -m bench.startup --repeats 0 --workers 1 2 \
+        --postgres postgresql://postgres@127.0.0.1:5432/postgres
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shlex
 import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-from bench.run import ROOT, Config, FakeApi, Server, ops_command, server_env
+from bench.run import ROOT, Config, Database, FakeApi, Server, ops_command, server_env, with_db
 
 CLI_CASES: tuple[tuple[str, ...], ...] = (("--help",), ("migrate", "--help"), ("releases",))
 
@@ -43,13 +49,15 @@ def time_cli(ops: list[str], args: tuple[str, ...], cwd: Path, env: dict[str, st
     return elapsed
 
 
-def time_serve(ops: list[str], cwd: Path, api: FakeApi, workers: int, folder: Path) -> float:
-    """Seconds from spawning `serve` on a fresh SQLite file until it is ready."""
-    database = folder / f"serve-{time.monotonic_ns()}.db"
+def time_serve(
+    ops: list[str], cwd: Path, api: FakeApi, workers: int, folder: Path, url: str | None = None
+) -> float:
+    """Seconds from spawning `serve` until it is ready: on `url`, or a fresh SQLite file."""
+    name = f"serve-{time.monotonic_ns()}"
     server = Server(
         Config("sosekni", workers, 0, 0),
-        server_env(f"sqlite:///{database}", api.base_url),
-        folder / f"{database.stem}.log",
+        server_env(url or f"sqlite:///{folder / name}.db", api.base_url),
+        folder / f"{name}.log",
         ops=ops,
         cwd=cwd,
     )
@@ -61,6 +69,26 @@ def time_serve(ops: list[str], cwd: Path, api: FakeApi, workers: int, folder: Pa
         server.stop()
 
 
+def postgres_figures(
+    args: argparse.Namespace, ops: list[str], api: FakeApi, folder: Path
+) -> dict[str, float]:
+    """`serve` start-ups on Postgres, each on a new database migrated beforehand."""
+    database = Database(args.postgres, f"startup_{uuid.uuid4().hex[:6]}")
+    figures: dict[str, float] = {}
+    try:
+        for workers in args.workers:
+            runs = []
+            for _ in range(args.serve_repeats):
+                name = asyncio.run(database.fresh(api.base_url, ops, args.cwd))
+                url = with_db(args.postgres, name)
+                runs.append(time_serve(ops, args.cwd, api, workers, folder, url))
+                asyncio.run(database.drop(name))
+            figures[f"serve --workers {workers} until ready (Postgres)"] = statistics.median(runs)
+    finally:
+        asyncio.run(database.drop_all())
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10, help="runs of each CLI command")
@@ -68,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="serve --workers")
     parser.add_argument("--ops", help="the sosekni-ops command (default: this venv's script)")
     parser.add_argument("--cwd", type=Path, default=ROOT, help="the tree it runs in")
+    parser.add_argument("--postgres", metavar="ADMIN_DSN", help="also serve on Postgres")
     args = parser.parse_args(argv)
     ops = shlex.split(args.ops) if args.ops else ops_command()
     figures: dict[str, float] = {}
@@ -75,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         folder = Path(tmp)
         env = server_env(f"sqlite:///{folder / 'cli.db'}", "http://127.0.0.1:9")
         env |= {"DEPLOY_ROOT": str(folder / "deploy"), "COLUMNS": "100"}
-        for case in CLI_CASES:
+        for case in CLI_CASES if args.repeats > 0 else ():
             time_cli(ops, case, args.cwd, env)  # warm the bytecode and the page cache
             runs = [time_cli(ops, case, args.cwd, env) for _ in range(args.repeats)]
             figures[f"sosekni-ops {' '.join(case)}"] = statistics.median(runs)
@@ -87,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     for _ in range(args.serve_repeats)
                 ]
                 figures[f"serve --workers {workers} until ready (SQLite)"] = statistics.median(runs)
+            if args.postgres:
+                figures |= postgres_figures(args, ops, api, folder)
         finally:
             api.close()
     print(f"| what (median; {args.repeats} CLI runs, {args.serve_repeats} serve runs) | s |")

@@ -8,7 +8,9 @@ import json
 import logging
 import signal
 import socket
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -58,8 +60,31 @@ def serve(
     loader = AppLoader(factory=create_app)
     app = loader.load()
     app.prepare(host=host, port=port, workers=workers, access_log=False)
-    Sanic.serve(primary=app, app_loader=loader)
+    with _children_skip_the_cli():
+        Sanic.serve(primary=app, app_loader=loader)
     lifecycle.release_helpers()
+
+
+@contextlib.contextmanager
+def _children_skip_the_cli() -> Iterator[None]:
+    """Spawned processes start without re-running this command line.
+
+    Sanic starts its state manager and every worker with the 'spawn' method, and a spawned
+    child first re-runs the parent's `__main__` (the `sosekni-ops` script, or `ops.cli` under
+    `python -m`): Typer, Rich, pydantic and every command module, ~0.3 s a process (more on a
+    busy machine) for nothing, since what a child runs comes from its pickled arguments
+    (`sanic.worker.serve` and the `AppLoader` of `sosekni.app.create_app`), imported by name.
+    multiprocessing re-runs `__main__` only when it knows where it came from (its `__spec__`
+    or `__file__`): both are hidden while Sanic serves, as under `python -c`, and put back.
+    """
+    main = sys.modules["__main__"]
+    saved = {key: vars(main)[key] for key in ("__spec__", "__file__") if key in vars(main)}
+    main.__spec__ = None
+    vars(main).pop("__file__", None)
+    try:
+        yield
+    finally:
+        vars(main).update(saved)
 
 
 def _check_can_listen(host: str, port: int) -> None:

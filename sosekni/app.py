@@ -1,4 +1,11 @@
-"""The Sanic app: `sanic sosekni.app:create_app --factory`, or `sosekni-ops serve`."""
+"""The Sanic app: `sanic sosekni.app:create_app --factory`, or `sosekni-ops serve`.
+
+The server's main process builds this app too (for its listeners and settings), but never
+serves a request: python-telegram-bot and the runtime (about 0.4 s of imports, paid before
+any worker is even spawned) are imported only by the code a worker runs, `open_runtime`
+first, which runs before the worker accepts a connection, so a request never waits for
+them (by then the imports in `webhook` are lookups in `sys.modules`).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +19,13 @@ from sanic import Request, Sanic
 from sanic.exceptions import PayloadTooLarge
 from sanic.response import HTTPResponse, text
 from sanic.response import json as json_response
-from telegram import Update
 
 from sosekni import lifecycle, logs
 from sosekni.config import Settings, load_settings
 from sosekni.db import as_utc, is_unavailable, sql, utcnow
-from sosekni.delivery import inbox
 from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
 from sosekni.metrics import INBOX_OPEN, OUTBOX_OPEN, metrics, shared_array
 from sosekni.metrics import use as use_metrics
-from sosekni.runtime import Runtime
 from sosekni.updates import ALLOWED_UPDATES
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,8 @@ def create_app(settings: Settings | None = None, policy: DeliveryPolicy = DEFAUL
 
     @app.before_server_start
     async def open_runtime(app: Sanic) -> None:
+        from sosekni.runtime import Runtime  # worker only: see the module's docstring
+
         use_metrics(getattr(app.shared_ctx, "metrics", None))
         app.ctx.runtime = Runtime(settings, policy=policy)
         await app.ctx.runtime.start()
@@ -89,6 +95,10 @@ async def webhook(request: Request) -> HTTPResponse:
     2xx: a JSON object with a valid `update_id` is therefore always acknowledged, and one
     the bot cannot read is stored as failed (with the reason), logged and counted.
     """
+    from telegram import Update  # imported by `open_runtime` already: see the module's docstring
+
+    from sosekni.delivery import inbox
+
     if not _secret_matches(request.headers.get(SECRET_HEADER), request.app.ctx.secret):
         return _error(403, "wrong or missing secret token")
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
