@@ -81,6 +81,7 @@ class Runtime:
         # Whether `application.initialize()` succeeded, so `stop` knows to shut it down.
         # Our own flag rather than PTB's private `Application._initialized`.
         self._bot_initialized = False
+        self._database_step: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):
@@ -97,15 +98,10 @@ class Runtime:
         backoff = Backoff(0.5, 30)
         while True:
             try:
-                await open_pool(self.engine, self.pool_size)
-                missing = [m.migration_id for m in await migrations.status() if not m.applied]
-                if missing:
-                    raise NotMigrated(
-                        f"{len(missing)} migration(s) not applied: run `sosekni-ops migrate`"
-                    )
-                added = await admins.seed(self.settings.admin_telegram_ids)
-                if added:
-                    log.info("seeded %d administrator(s) from ADMIN_TELEGRAM_ID", len(added))
+                # Shielded: a stop during these queries waits for them (see `stop`) rather
+                # than abandon a SQLite connection its thread is still opening.
+                self._database_step = asyncio.ensure_future(self._prepare_database())
+                await asyncio.shield(self._database_step)
                 if not self._bot_initialized:
                     await self.application.initialize()
                     self._bot_initialized = True
@@ -127,6 +123,16 @@ class Runtime:
                 log.warning("%s (%s: %s); retrying in %.0fs", what, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
 
+    async def _prepare_database(self) -> None:
+        """The pool, the migrations check and the administrators from ADMIN_TELEGRAM_ID."""
+        await open_pool(self.engine, self.pool_size)
+        missing = [m.migration_id for m in await migrations.status() if not m.applied]
+        if missing:
+            raise NotMigrated(f"{len(missing)} migration(s) not applied: run `sosekni-ops migrate`")
+        added = await admins.seed(self.settings.admin_telegram_ids)
+        if added:
+            log.info("seeded %d administrator(s) from ADMIN_TELEGRAM_ID", len(added))
+
     async def stop(self, timeout: float = 10) -> None:
         """Let the loops finish what they hold, then release the pool and the bot."""
         self.inbox.stop()
@@ -140,6 +146,11 @@ class Runtime:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        step = self._database_step
+        if step is not None and not step.done():  # start-up's queries, shielded from cancel
+            await asyncio.wait([step], timeout=timeout)
+        if step is not None and step.done() and not step.cancelled():
+            step.exception()  # already logged by the bootstrap, or stopped before it looked
         with contextlib.suppress(Exception):
             await self.outbox.close()
         if self._bot_initialized:
