@@ -197,13 +197,14 @@ async def serving(url: str, api_base: str) -> AsyncIterator[WebhookApp]:
     from sanic import Sanic
 
     import sosekni.app
+    import sosekni.runtime
     from sosekni.config import load_settings
     from sosekni.db import bind, close_pool, engine_for, open_pool
     from sosekni.metrics import shared_array
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Sanic, "test_mode", True)  # one app per test, all named "sosekni"
-        patch.setattr(sosekni.app, "Runtime", InputOnlyRuntime)
+        patch.setattr(sosekni.runtime, "Runtime", InputOnlyRuntime)  # what each worker builds
         settings = load_settings(base_env(url, api_base), need_token=True)
         app = sosekni.app.create_app(settings)
         app.shared_ctx.metrics = shared_array()  # what the main process gives its workers
