@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
+import logging
 import os
 import shutil
 import signal
@@ -15,7 +17,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -575,3 +578,38 @@ class MigratedTemplates:
 
 
 TEMPLATES = MigratedTemplates()
+
+
+# ----------------------------------------------------------------------------- CLI in-process
+
+
+@contextlib.contextmanager
+def kept_logging() -> Iterator[None]:
+    """Undo, on leaving, the root logging a `sosekni-ops` command configures in-process."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def ops_in_process(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`sosekni-ops ARGS` in this process with exactly `env`, shaped as a finished process.
+
+    Variables of this process that `env` lacks are removed for the run; the logging the
+    command configures is undone after. An exception that escapes the command is appended
+    to stderr as the real process would print it, so "no traceback" still means none.
+    """
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+
+    exact: dict[str, str | None] = {**dict.fromkeys(os.environ), **env}
+    with kept_logging():
+        done = CliRunner().invoke(app, list(args), env=exact)
+    stderr = done.stderr
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(done.exception))
+    return subprocess.CompletedProcess(["sosekni-ops", *args], done.exit_code, done.stdout, stderr)

@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import logging
 import os
 import re
 import subprocess
-import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,12 +23,10 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from typer.testing import CliRunner
 
 from ops import common
-from ops.cli import app
 from tests.fakes.postgres import create_database, drop_database
-from tests.harness import TEMPLATES, base_env, run_ops
+from tests.harness import TEMPLATES, base_env, ops_in_process, run_ops
 from tests.test_migrations import API, Databases, Target
 
 RED, PLAIN = "\x1b[1;31m", "\x1b[0m"
@@ -143,19 +139,8 @@ def in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.Complet
     An exception that escapes the command is appended to stderr as the real process would
     print it, so "no traceback" still means no traceback.
     """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    exact: dict[str, str | None] = {**dict.fromkeys(os.environ), **env, "COLUMNS": "200"}
-    try:
-        with error_colours(env.get("FORCE_COLOR", "") != ""):
-            done = CliRunner().invoke(app, list(args), env=exact)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    stderr = done.stderr
-    if done.exception is not None and not isinstance(done.exception, SystemExit):
-        stderr += "".join(traceback.format_exception(done.exception))
-    return subprocess.CompletedProcess(["sosekni-ops", *args], done.exit_code, done.stdout, stderr)
+    with error_colours(env.get("FORCE_COLOR", "") != ""):
+        return ops_in_process(args, {**env, "COLUMNS": "200"})
 
 
 async def ops(target: Target, *args: str) -> subprocess.CompletedProcess[str]:

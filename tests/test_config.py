@@ -10,12 +10,9 @@ without COLUMNS can show.
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import re
 import socket
 import subprocess
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +26,7 @@ from ops import common
 from ops.backups import PgTarget
 from ops.cli import app
 from sosekni.config import ConfigError, Secret, load_settings, read_dotenv
-from tests.harness import ROOT, SECRET, base_env, ops_command
+from tests.harness import ROOT, SECRET, base_env, ops_command, ops_in_process
 
 # Built, not written out: a token-shaped literal in git looks like a leaked secret.
 TOKEN = ":".join(["5550001234", "SECRET" * 6])
@@ -116,23 +113,13 @@ def invoke(args: tuple[str, ...], env: dict[str, str], cwd: Path = ROOT) -> Run:
         tried.append(address)
         raise ConnectionRefusedError(f"refused by the test: {address}")
 
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    exact: dict[str, str | None] = {**dict.fromkeys(os.environ), **env}
-    try:
-        with (
-            contextlib.chdir(cwd),
-            mock.patch.object(socket.socket, "connect", refuse),
-            mock.patch.object(common.error_console, "_color_system", None),
-        ):
-            done = CliRunner().invoke(app, list(args), env=exact)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    stderr = done.stderr
-    if done.exception is not None and not isinstance(done.exception, SystemExit):
-        stderr += "".join(traceback.format_exception(done.exception))
-    return Run(done.exit_code, done.stdout, stderr, tried)
+    with (
+        contextlib.chdir(cwd),
+        mock.patch.object(socket.socket, "connect", refuse),
+        mock.patch.object(common.error_console, "_color_system", None),
+    ):
+        done = ops_in_process(args, env)
+    return Run(done.returncode, done.stdout, done.stderr, tried)
 
 
 def valid_env(**changes: str | None) -> dict[str, str]:

@@ -8,7 +8,6 @@ sends a retried message is shown in tests/test_sender.py.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +18,7 @@ from typer.testing import CliRunner, Result
 from ops.cli import app
 from sosekni.db import sql
 from tests.fakes.telegram import FakeTelegram
-from tests.harness import BotServer, Db, base_env, on_database
+from tests.harness import BotServer, Db, base_env, kept_logging, on_database
 
 NOW = datetime.now(UTC)
 HOUR = timedelta(hours=1)
@@ -85,16 +84,13 @@ def url(migrated_url: str) -> str:
 @pytest.fixture
 def ops(url: str) -> Iterator[Callable[..., Result]]:
     """`sosekni-ops ARGS` in-process on `url`; the logging it configures is undone after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     env = base_env(url, "http://127.0.0.1:9", COLUMNS="200")
 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(app, list(args), env=env)
 
-    yield invoke
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    with kept_logging():
+        yield invoke
 
 
 def body(result: Result) -> list[list[str]]:
@@ -314,16 +310,11 @@ async def test_a_running_service_sends_a_message_the_operator_retries(
         NOW.isoformat(),
     )
     (row_id,) = [r["id"] for r in await db.fetch("SELECT id FROM outbox_message")]
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     env = base_env(db.url, telegram.base_url)
-    try:
+    with kept_logging():
         result = await asyncio.to_thread(
             CliRunner().invoke, app, ["outbox", "retry", str(row_id)], env=env
         )
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
     assert result.exit_code == 0, result.output
 
     await telegram.wait_for_async(lambda t: t.sent_texts(4001) == ["at last"])
