@@ -25,7 +25,7 @@ from telegram.ext import Application
 
 from sosekni.db import current_engine, is_postgres, sql, utcnow
 from sosekni.delivery import BackgroundLoop
-from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
+from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy, exponential
 from sosekni.logs import log_context
 from sosekni.metrics import metrics
 from sosekni.services.work import Claim, ClaimLost, Wakeup, current_claim
@@ -45,8 +45,6 @@ class Outcome:
 current_outcome: ContextVar[Outcome | None] = ContextVar("current_outcome", default=None)
 
 
-# A failing update is retried within the minute: its chat's later updates wait behind it.
-INBOX_MAX_DELAY_S = 60.0
 _INT64 = range(-(2**63), 2**63)
 # JSON escapes that decode to characters no database stores: NUL and UTF-16 surrogates
 # (a valid pair decodes to one character; what is left after decoding is a lone half).
@@ -207,7 +205,9 @@ async def _release(row: dict[str, Any], error: BaseException, policy: DeliveryPo
         if failed:
             metrics.inc("updates_failed")
         return
-    delay = min(policy.backoff(attempts + 1, random.random()), INBOX_MAX_DELAY_S)
+    delay = exponential(
+        attempts + 1, policy.backoff_base_s, policy.inbox_max_backoff_s, random.random()
+    )
     log.warning(
         "update %s failed (attempt %d), retrying in %.1fs: %s",
         row["update_id"],

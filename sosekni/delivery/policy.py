@@ -79,6 +79,8 @@ class DeliveryPolicy:
     poll_interval_s: float = 0.5  # a full look at the queue, even without a wakeup
     max_in_flight: int = 64  # Bot API calls at once (the HTTP pool's size)
     inbox_max_attempts: int = 5
+    # A failing update is retried within the minute: its chat's later updates wait behind it.
+    inbox_max_backoff_s: float = 60.0
     inbox_batch: int = 32
 
     def backoff(self, attempts: int, jitter: float = 0.5) -> float:
@@ -117,6 +119,7 @@ class DeliveryPolicy:
             self,
             backoff_base_s=self.backoff_base_s * factor,
             max_backoff_s=self.max_backoff_s * factor,
+            inbox_max_backoff_s=self.inbox_max_backoff_s * factor,
         )
 
 
