@@ -85,34 +85,32 @@ class Metrics:
         decisions from the database, written by prometheus_client's text formatter."""
         values = self.snapshot()
         count = dict(zip((*COUNTERS, *TOTALS), values, strict=False))
-        gauges = {
-            "updates": await _count("inbox_update", INBOX_OPEN),
-            "messages": await _count("outbox_message", OUTBOX_OPEN),
-        }
         requests = {
             status: await _count("client_request", f"status = '{status}'")
             for status in ("approved", "rejected", "pending")
         }
-        families: list[Metric] = [
-            _counter(name, help_, count[key]) for name, key, help_ in _COUNTED
-        ]
-        families.insert(
-            6, _gauge("sosekni_updates_pending", _PENDING_HELP["updates"], gauges["updates"])
-        )
-        families.append(
-            _gauge("sosekni_messages_pending", _PENDING_HELP["messages"], gauges["messages"])
-        )
         decisions = CounterMetricFamily(
             "sosekni_request_decisions_total", "Requests decided, by response.", labels=["response"]
         )
         for response in ("approved", "rejected"):
             decisions.add_metric([response], requests[response])
-        families.append(decisions)
-        families.append(
+        families: list[Metric] = [
+            *(_counter(name, help_, count[key]) for name, key, help_ in _COUNTED),
+            _gauge(
+                "sosekni_updates_pending",
+                "Updates stored but not processed yet.",
+                await _count("inbox_update", INBOX_OPEN),
+            ),
+            _gauge(
+                "sosekni_messages_pending",
+                "Bot API calls queued, not delivered yet.",
+                await _count("outbox_message", OUTBOX_OPEN),
+            ),
+            decisions,
             _gauge(
                 "sosekni_requests_pending", "Requests waiting for a decision.", requests["pending"]
-            )
-        )
+            ),
+        ]
         base = len(COUNTERS) + len(TOTALS)
         buckets = [(f"{bound:g}", values[base + n]) for n, bound in enumerate(LATENCY_BUCKETS)]
         buckets.append(("+Inf", values[base + len(LATENCY_BUCKETS)]))
@@ -146,10 +144,6 @@ _COUNTED = (
     ("sosekni_messages_failed_total", "messages_failed",
      "Bot API calls Telegram refused for good (e.g. bot blocked, chat not found)."),
 )  # fmt: skip
-_PENDING_HELP = {
-    "updates": "Updates stored but not processed yet.",
-    "messages": "Bot API calls queued, not delivered yet.",
-}
 
 
 def _counter(name: str, help_: str, value: float) -> CounterMetricFamily:
