@@ -18,12 +18,12 @@ from typing import Any
 
 import asyncpg
 
-from sosekni.services.work import outbox_ready
+from sosekni.services.work import OUTBOX_CHANNEL, outbox_ready
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x50EC5E4D  # an arbitrary constant: "the outbox sender" for pg_advisory_lock
-CHANNEL = "sosekni_outbox"
+CHANNEL = OUTBOX_CHANNEL
 
 
 def _announced(connection: Any, pid: int, channel: str, payload: str) -> None:

@@ -17,7 +17,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sosekni.db import as_utc, current_engine, is_postgres, sql, utcnow
+from sosekni.db import as_utc, sql, utcnow
+from sosekni.services.work import notify_sender
 
 
 @dataclass(frozen=True)
@@ -140,5 +141,5 @@ async def retry_failed(queue: Queue) -> int:
 
 async def _wake(queue: Queue, first_id: int) -> None:
     """On Postgres, wake the sender in whichever process holds it (else its next look)."""
-    if queue is OUTBOX and is_postgres(current_engine()):
-        await sql("SELECT pg_notify('sosekni_outbox', {})", str(first_id))
+    if queue is OUTBOX:
+        await notify_sender(first_id)

@@ -122,14 +122,23 @@ class UnitOfWork:
             return
         rows = await OutboxMessage.insert(*self.messages).run()
         self.first_id = min(int(r["id"]) for r in rows)
-        if is_postgres(current_engine()):
-            # Wakes the sender, which may be another process; delivered on commit.
-            await sql("SELECT pg_notify('sosekni_outbox', {})", str(self.first_id))
+        await notify_sender(self.first_id)
 
     def announce(self) -> None:
         """The transaction committed: wake this process's sender (if it is the one)."""
         if self.messages:
             outbox_ready.announce(self.first_id)
+
+
+OUTBOX_CHANNEL = "sosekni_outbox"  # what the sender's lease LISTENs on (delivery.lease)
+
+
+async def notify_sender(first_id: int) -> None:
+    """On Postgres, wake the sender, which may run in another process, to read the outbox
+    from row `first_id` on; inside a transaction the notice is delivered on commit. (On
+    SQLite the sender is in this process: `announce`, or its next look.)"""
+    if is_postgres(current_engine()):
+        await sql("SELECT pg_notify({}, {})", OUTBOX_CHANNEL, str(first_id))
 
 
 async def finish_claim() -> None:
