@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.fakes.postgres import create_database, drop_database, postgres_server
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import COLUMNS, SECRET, TEMPLATES, TOKEN, BotServer, Db, base_env, on_database
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ import pytest
 
 from tests.ansible_support import rootfs
 from tests.ansible_support.apply import Inventory, apply, tool
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import ROOT, free_port
 
 ANSIBLE_DIR = ROOT / "ansible"

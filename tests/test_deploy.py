@@ -28,7 +28,7 @@ from ops.deploys.deployer import Deployer
 from ops.deploys.layout import KEEP_RELEASES, METADATA, Layout, Release
 from sosekni.config import load_settings
 from tests.fakes.postgres import create_database, drop_database
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import ROOT, Db, base_env, free_port, ops_command, run_ops
 
 MIGRATION = """from piccolo.apps.migrations.auto.migration_manager import MigrationManager

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sosekni.texts import text
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import (
     GROUP_ANONYMOUS_BOT,
     BotServer,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import migrated_database
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import (
     SECRET,
     TOKEN,

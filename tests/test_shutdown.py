@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import migrated_database
 from tests.fakes.postgres import drop_database
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import BotServer, base_env, message, next_id, user
 
 STOPS = 2

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import WebhookApp, migrated_database
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import SECRET, TOKEN, BotServer, Db, base_env, free_port, message, next_id, user
 
 

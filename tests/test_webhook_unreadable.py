@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import WebhookApp
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import SECRET, BotServer, Db, message, next_id, user
 
 POLL = {
