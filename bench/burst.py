@@ -44,7 +44,6 @@ from typing import Any
 
 import asyncpg
 
-from sosekni.standin import run_fast
 from bench.load import Client
 from bench.run import (
     ADMINS,
@@ -65,6 +64,7 @@ from bench.run import (
     with_db,
 )
 from bench.saving import save
+from sosekni.standin import run_fast
 
 APPROVER, OTHER = ADMINS
 CLIENT_BASE = 300_000_000

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.fakes.postgres import create_database, drop_database, postgres_server
 from sosekni.standin import FakeTelegram
+from tests.fakes.postgres import create_database, drop_database, postgres_server
 from tests.harness import COLUMNS, SECRET, TEMPLATES, TOKEN, BotServer, Db, base_env, on_database
 
 if TYPE_CHECKING:

@@ -24,9 +24,9 @@ import asyncpg
 import httpx
 import pytest
 
+from sosekni.standin import FakeTelegram
 from tests.ansible_support import rootfs
 from tests.ansible_support.apply import Inventory, apply, tool
-from sosekni.standin import FakeTelegram
 from tests.harness import ROOT, free_port
 
 ANSIBLE_DIR = ROOT / "ansible"

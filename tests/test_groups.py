@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sosekni.texts import text
 from sosekni.standin import FakeTelegram
+from sosekni.texts import text
 from tests.harness import (
     GROUP_ANONYMOUS_BOT,
     BotServer,

@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import WebhookApp, serving
 from sosekni.standin import FakeTelegram
+from tests.conftest import WebhookApp, serving
 from tests.harness import (
     SECRET,
     BotServer,

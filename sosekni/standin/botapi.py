@@ -115,7 +115,7 @@ def canonical_method(name: str) -> str:
 
 @dataclass(frozen=True)
 class Call:
-    """One request the fake answered.
+    """One request the stand-in answered.
 
     ``at`` is the wall-clock time (``time.time()``) when the answer was decided; ``status`` is the
     HTTP status sent back (200 for success); ``message_id`` is the message a successful send or
@@ -468,9 +468,9 @@ class TelegramStandIn:
         """Listen on the running event loop (the process mode's; ``start()`` uses its own).
         Returns the port."""
         core = Core(self._handle)
+        self._port = await core.open(self._host, self._port)
         self._changed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._port = await core.open(self._host, self._port)
         self._core = core
         return self._port
 
