@@ -253,7 +253,7 @@ def parse_params(query: str, content_type: str, body: bytes) -> dict[str, Any]:
     Accepts ``application/x-www-form-urlencoded``, ``multipart/form-data`` and
     ``application/json`` bodies; body values win over query-string values.
     """
-    raw: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    raw: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
     media_type = content_type.split(";", 1)[0].strip().lower()
     if body:
         if media_type == "application/json":
@@ -417,6 +417,7 @@ class TelegramStandIn:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._changed: asyncio.Event | None = None
+        self._methods = self._handlers()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -804,7 +805,7 @@ class TelegramStandIn:
             return self._finish(method, params, 404, None, "Not Found")
         if prefix[len("bot") :] != self._token:
             return self._finish(method, params, 401, None, "Unauthorized")
-        handler = self._handlers().get(method)
+        handler = self._methods.get(method)
         if handler is None:
             return self._finish(method, params, 404, None, "Not Found")
         chat = params.get("chat_id")
