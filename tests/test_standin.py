@@ -668,3 +668,43 @@ async def test_application_polls_and_answers(fake: FakeTelegram) -> None:
     assert fake.calls("answerCallbackQuery")[0].params["text"] == "Approved"
     assert fake.calls("deleteWebhook")  # PTB clears any webhook before polling
     assert fake.pending_updates() == []
+
+
+async def test_keep_alive_answers_pipelined_requests_in_order() -> None:
+    """Two requests in one write on one connection, the first one held by a delay on the
+    stand-in's clock: both answered on that connection, in the order asked."""
+    clock = ManualClock()
+    with FakeTelegram(clock=clock) as fake:
+        fake.set_delay(1, method="getMe")
+        reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
+        try:
+            request = (
+                "POST /bot{token}/{method} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                "Content-Length: {length}\r\n\r\n{body}"
+            )
+            body = "chat_id=5&text=second"
+            writer.write(
+                (
+                    request.format(token=fake.token, method="getMe", length=0, body="")
+                    + request.format(
+                        token=fake.token, method="sendMessage", length=len(body), body=body
+                    )
+                ).encode()
+            )
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            assert fake.calls() == []  # the delay holds getMe, and sendMessage waits its turn
+            clock.advance(1)
+            answers = []
+            for _ in range(2):
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+                assert b"Connection: keep-alive" in head
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                answers.append(json.loads(await reader.readexactly(length)))
+        finally:
+            writer.close()
+    assert answers[0]["result"]["username"] == fake.username
+    assert answers[1]["result"]["text"] == "second"
+    assert [call.method for call in fake.calls()] == ["getMe", "sendMessage"]
