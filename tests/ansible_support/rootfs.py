@@ -1,12 +1,13 @@
-"""A Debian 12 (bookworm) root file system for applying the playbook through a chroot.
+"""A Debian 12 (bookworm) root file system to boot with systemd-nspawn and provision.
 
 The root is built once with `debootstrap` and kept as a tarball under CACHE_DIR, named after a
 hash of everything that goes into it (suite, mirror, package lists), so a changed package list
 builds a new one. Every test run unpacks a fresh copy and throws it away afterwards.
 
-Mounts never touch the host's mount table: every command that needs /proc, /dev or /sys in the
-root runs in a private mount namespace (`unshare --mount --propagation private`), where they
-are mounted; the mounts vanish with the last process of that namespace, even if the test dies.
+Building it runs commands in the root through chroot. Mounts never touch the host's mount
+table: every command that needs /proc, /dev or /sys in the root runs in a private mount
+namespace (`unshare --mount --propagation private`), where they are mounted; the mounts vanish
+with the last process of that namespace, even if the build dies.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ PACKAGES = (
     "sudo",
 )
 FORMAT_VERSION = 1  # bump to rebuild cached roots after a change in how they are made
+# Package installs start no service in the root, neither while it is built nor in the booted
+# container (a package's own service could take one of the host's ports; see machine.py).
 POLICY_RC_D = "#!/bin/sh\n# No service starts inside this root (tests/ansible_support).\nexit 101\n"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
