@@ -81,7 +81,7 @@ class Inventory:
 def ansible_env(ansible_dir: Path, scratch: Path) -> dict[str, str]:
     """A small, explicit environment: the nsenter connection passes it on to the container."""
     return {
-        **rootfs.chroot_env(),
+        **rootfs.root_env(),
         "ANSIBLE_CONFIG": str(ansible_dir / "ansible.cfg"),
         "ANSIBLE_HOME": str(scratch / "ansible-home"),
         "ANSIBLE_LOCAL_TEMP": str(scratch / "ansible-tmp"),

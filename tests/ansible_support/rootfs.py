@@ -71,13 +71,15 @@ def say(message: str) -> None:
 def require_tools() -> None:
     """Fail loudly, naming the package, when a host tool is missing."""
     if os.geteuid() != 0:
-        raise RootError("the provisioning test needs root (debootstrap, chroot, mounts)")
+        raise RootError("the provisioning test needs root (debootstrap, mounts, systemd-nspawn)")
     missing = [
         f"{tool} (apt-get install -y {package})"
         for tool, package in (
             ("debootstrap", "debootstrap"),
             ("unshare", "util-linux"),
             ("chroot", "coreutils"),
+            ("systemd-nspawn", "systemd-container"),
+            ("nsenter", "util-linux"),
             ("git", "git"),
         )
         if shutil.which(tool) is None
@@ -141,7 +143,8 @@ def run(
     return done
 
 
-def chroot_env() -> dict[str, str]:
+def root_env() -> dict[str, str]:
+    """The whole environment of commands run in the root (nothing of the host's leaks in)."""
     return {
         "PATH": SAFE_PATH,
         "LANG": "C.UTF-8",
@@ -192,7 +195,7 @@ def build(target: Path) -> None:
         what="debootstrap",
     )  # fmt: skip
     prepare(target)
-    env = chroot_env()
+    env = root_env()
     run(
         namespaced(target, ["chroot", str(target), "apt-get", "update", "-q"]),
         timeout=600,
