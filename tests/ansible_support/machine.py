@@ -148,6 +148,7 @@ def booted(root: Path, log: Path, timeout: float = 180) -> Iterator[Machine]:
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+    (root.parent / rootfs.NSPAWN_PID).write_text(str(process.pid))  # for sweep_stale_roots
     machine: Machine | None = None
     try:
         # nspawn's first child is a short-lived helper; PID 1 of the container is `systemd`.

@@ -50,6 +50,8 @@ FORMAT_VERSION = 1  # bump to rebuild cached roots after a change in how they ar
 # Package installs start no service in the root, neither while it is built nor in the booted
 # container (a package's own service could take one of the host's ports; see machine.py).
 POLICY_RC_D = "#!/bin/sh\n# No service starts inside this root (tests/ansible_support).\nexit 101\n"
+# Where machine.booted() notes the pid of systemd-nspawn, next to the root.
+NSPAWN_PID = "nspawn.pid"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -343,9 +345,35 @@ def sweep_stale_roots() -> None:
         if pid and _alive(pid):
             continue
         say(f"removing {base}, left behind by an interrupted run")
+        stop_container(base)
         if (base / "root").exists():
             kill_processes_in(base / "root")
         remove_tree(base)
+
+
+def stop_container(base: Path, grace: float = 60) -> None:
+    """End a systemd-nspawn left booted on base/root (its pid in base/nspawn.pid), if any.
+
+    Its processes live in its own mount namespace, where their root is "/": processes_in()
+    does not see them, so the nspawn is found by the pid machine.booted() wrote down.
+    """
+    try:
+        pid = int((base / NSPAWN_PID).read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if argv[0].rsplit(b"/", 1)[-1] != b"systemd-nspawn" or str(base / "root").encode() not in argv:
+        return  # the pid was reused
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGTERM: nspawn powers the container off
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _alive(pid):
+            return
+    raise RootError(f"systemd-nspawn {pid} on {base} does not stop")
 
 
 @contextlib.contextmanager
