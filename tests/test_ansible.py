@@ -188,6 +188,13 @@ def test_every_unit_runs_under_systemd_and_none_failed(provisioned: Provisioned)
     assert enabled.stdout.split() == ["enabled"] * len(units), enabled.stdout + enabled.stderr
 
 
+def test_the_container_listens_on_the_ports_it_was_given_only(provisioned: Provisioned) -> None:
+    """It shares the host's network: nothing of it may take a port the host could be using."""
+    given = {provisioned.app_port, provisioned.pg_port, provisioned.http_port,
+             provisioned.https_port}  # fmt: skip
+    assert provisioned.machine.listening_ports() == given
+
+
 def test_webhook_was_registered_with_the_url_and_the_secret(provisioned: Provisioned) -> None:
     calls = provisioned.telegram.calls("setWebhook")
     assert calls, provisioned.telegram.summary()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -94,6 +95,22 @@ class Machine:
 
     def state(self) -> str:
         return self.run("systemctl", "is-system-running").stdout.strip()
+
+    def listening_ports(self) -> set[int]:
+        """Ports the container's processes listen on (TCP, or bound UDP): the host's, shared."""
+        inside = os.readlink(f"/proc/{self.pid1}/ns/pid")
+        found = set()
+        listing = subprocess.run(
+            ["ss", "-ltunpH"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        for line in listing.splitlines():
+            fields = line.split()
+            port = int(fields[4].rsplit(":", 1)[1])
+            for pid in re.findall(r"pid=(\d+)", line):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/ns/pid") == inside:
+                        found.add(port)
+        return found
 
 
 def _wait_for(
