@@ -165,7 +165,6 @@ def booted(root: Path, log: Path, timeout: float = 180) -> Iterator[Machine]:
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    (root.parent / rootfs.NSPAWN_PID).write_text(str(process.pid))  # for sweep_stale_roots
     machine: Machine | None = None
     try:
         # nspawn's first child is a short-lived helper; PID 1 of the container is `systemd`.
@@ -177,6 +176,8 @@ def booted(root: Path, log: Path, timeout: float = 180) -> Iterator[Machine]:
 
         _wait_for("systemd in the container", pid1, process, log, timeout)
         machine = Machine(root, found[0])
+        # For rootfs.sweep_stale_roots, should this process be killed before the finally below.
+        (root.parent / rootfs.NSPAWN_PID).write_text(f"{process.pid} {machine.pid1}\n")
         booting = machine
         _wait_for(
             "a booted system",

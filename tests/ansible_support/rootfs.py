@@ -351,29 +351,55 @@ def sweep_stale_roots() -> None:
         remove_tree(base)
 
 
-def stop_container(base: Path, grace: float = 60) -> None:
-    """End a systemd-nspawn left booted on base/root (its pid in base/nspawn.pid), if any.
+def stop_container(base: Path, grace: float = 30) -> None:
+    """End a container left booted on base/root by a killed run, and what was attached to it.
 
-    Its processes live in its own mount namespace, where their root is "/": processes_in()
-    does not see them, so the nspawn is found by the pid machine.booted() wrote down.
+    Its processes live in their own mount namespace, where their root is "/": processes_in()
+    does not see them. machine.booted() notes nspawn's pid and the container's PID 1 in
+    base/NSPAWN_PID; SIGTERM asks nspawn to power the container off; if that hangs (a process
+    entered with nsenter by the killed run keeps it waiting), SIGKILL to its PID 1 ends every
+    process of its PID namespace, and the nsenter processes still aimed at it are killed too.
     """
     try:
-        pid = int((base / NSPAWN_PID).read_text())
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            argv = cmdline.read().split(b"\0")
+        nspawn, pid1 = (int(word) for word in (base / NSPAWN_PID).read_text().split())
     except (OSError, ValueError):
         return
-    if argv[0].rsplit(b"/", 1)[-1] != b"systemd-nspawn" or str(base / "root").encode() not in argv:
-        return  # the pid was reused
-    for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGTERM: nspawn powers the container off
+    root = str(base / "root").encode()
+    if root not in _cmdline(nspawn):
+        nspawn = 0  # gone, or the pid was reused
+    with contextlib.suppress(ProcessLookupError):
+        if nspawn:
+            os.kill(nspawn, signal.SIGTERM)  # nspawn powers the container off
+    deadline = time.monotonic() + grace
+    while nspawn and _alive(nspawn) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    attached = [
+        pid
+        for pid in _pids()
+        if (argv := _cmdline(pid)) and argv[0].endswith(b"nsenter")
+        and (f"--target={pid1}".encode() in argv or str(pid1).encode() in argv[1:4])
+    ]  # fmt: skip
+    with contextlib.suppress(OSError):  # OSError: gone already
+        # Only a PID 1 of another PID namespace: never a reused pid of the host's.
+        if os.readlink(f"/proc/{pid1}/ns/pid") != os.readlink("/proc/self/ns/pid"):
+            os.kill(pid1, signal.SIGKILL)
+    for pid in [*attached, nspawn]:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _alive(pid):
-            return
-    raise RootError(f"systemd-nspawn {pid} on {base} does not stop")
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    """The argv of `pid`, or [] when it is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return [word for word in cmdline.read().split(b"\0") if word]
+    except OSError:
+        return []
 
 
 @contextlib.contextmanager
