@@ -10,6 +10,8 @@ the free ports the test gives them. The apt timers are kept from running during 
 
 `nsenter -t <PID1> -a` runs commands in the container (machinectl and `systemd-run -M` need a
 registered machine, which nspawn cannot do here without a system bus: --register=no).
+booted() always powers the container off; if the test process itself is killed, the next run's
+rootfs.sweep_stale_roots() ends the container from the pids noted next to its root.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ MASKED = ("exim4.service", "exim4-base.timer", "apt-daily.timer", "apt-daily-upg
 
 
 class BootError(Exception):
-    """The container did not boot, or did not stop."""
+    """The container did not boot."""
 
 
 def _wants_links(root: Path, unit: str) -> list[Path]:
