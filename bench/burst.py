@@ -6,7 +6,7 @@
 
 Each run: a fresh database migrated by the tree's own `sosekni-ops migrate`, that tree's
 `sosekni-ops serve --workers 1` (Telegram's pacing in force: the server's default settings),
-two administrators (1001, 1002), the lean fake Bot API (`bench.fakeapi`) and a load process
+two administrators (1001, 1002), the Telegram stand-in (`sosekni.standin`) and a load process
 (this module with ``--load``) that POSTs
 
 1. **requests**: N `/request` updates from N distinct new clients, as fast as it can, over 40
@@ -44,7 +44,6 @@ from typing import Any
 
 import asyncpg
 
-from bench.fakeapi import run_fast
 from bench.load import Client
 from bench.run import (
     ADMINS,
@@ -65,6 +64,7 @@ from bench.run import (
     with_db,
 )
 from bench.saving import save
+from sosekni.standin import run_fast
 
 APPROVER, OTHER = ADMINS
 CLIENT_BASE = 300_000_000

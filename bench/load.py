@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.fakeapi import run_fast
+from sosekni.standin import run_fast
 
 MIX = {
     "request": 0.40,

@@ -5,8 +5,8 @@
     uv run python -m bench.run --systems sosekni --workers 1 --rates 200 --duration 5 --repeats 1
 
 Each run: a fresh database copied from a migrated, pre-seeded template (``--seeds`` stored
-requests), the server under test as its own process tree, the lean fake Bot API
-(`bench.fakeapi`) as another, and the load generator (`bench.load`) as a third. Results go
+requests), the server under test as its own process tree, the Telegram stand-in
+(`sosekni.standin`) as another, and the load generator (`bench.load`) as a third. Results go
 to ``bench/results/<time>.json`` and ``.md`` (medians over ``--repeats``, ratios to the
 baselines) and the table is printed. See bench/README.md for what each figure means.
 """
@@ -419,11 +419,11 @@ class Server:
 
 
 class FakeApi:
-    """The lean fake Bot API (`bench.fakeapi`) as a process of its own."""
+    """The Telegram stand-in (`sosekni.standin`) as a process of its own."""
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [python(), "-m", "bench.fakeapi", "--port", "0"],
+            [python(), "-m", "sosekni.standin", "--port", "0", "--token", TOKEN],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

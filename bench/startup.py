@@ -7,7 +7,7 @@ meets them: a fresh process, wall-clock time, the median of `--repeats`.
 * CLI: `--help`, `migrate --help` and `releases` (no database, no Telegram), each a fresh
   `sosekni-ops` process, from spawn to exit.
 * serve: `sosekni-ops serve --workers N` on a fresh SQLite file (which it migrates first, as
-  an operator's first start does) against the lean fake Bot API (`bench.fakeapi`), from spawn
+  an operator's first start does) against the Telegram stand-in (`sosekni.standin`), from spawn
   until every worker has logged that its bot is ready and GET /health answers 200. It uses
   `bench.run.Server`, which polls every 0.2 s: that is the resolution of this figure.
   With `--postgres ADMIN_DSN` the same on Postgres too: each start-up gets a new database

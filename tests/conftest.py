@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from sosekni.standin import FakeTelegram
 from tests.fakes.postgres import create_database, drop_database, postgres_server
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import SECRET, TEMPLATES, TOKEN, BotServer, Db, base_env, on_database
+from tests.harness import COLUMNS, SECRET, TEMPLATES, TOKEN, BotServer, Db, base_env, on_database
 
 if TYPE_CHECKING:
     from sanic import Sanic
@@ -40,6 +40,15 @@ def postgres_admin_dsn() -> Iterator[str]:
     with postgres_server() as dsn:
         yield dsn
         TEMPLATES.drop_postgres(dsn)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wide_console() -> None:
+    """In-process commands print as wide as `run_ops`' real ones (COLUMNS), so a line holding a
+    temporary path never wraps at 80 columns however long pytest makes the path."""
+    from ops.common import console
+
+    console.width = COLUMNS
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

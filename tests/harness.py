@@ -65,13 +65,16 @@ def base_env(database_url: str, api_base: str, **extra: str) -> dict[str, str]:
     return env
 
 
+COLUMNS = 200  # the terminal width `sosekni-ops` gets in tests, in a process or in-process
+
+
 def run_ops(
     *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run `sosekni-ops ARGS` and return the finished process (never raises on exit code)."""
     return subprocess.run(
         [*ops_command(), *args],
-        env={**env, "COLUMNS": "200"},
+        env={**env, "COLUMNS": str(COLUMNS)},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -606,7 +609,7 @@ def ops_in_process(args: Sequence[str], env: dict[str, str]) -> subprocess.Compl
 
     from ops.cli import app
 
-    exact: dict[str, str | None] = {**dict.fromkeys(os.environ), **env}
+    exact: dict[str, str | None] = {**dict.fromkeys(os.environ), **env, "COLUMNS": str(COLUMNS)}
     with kept_logging():
         done = CliRunner().invoke(app, list(args), env=exact)
     stderr = done.stderr

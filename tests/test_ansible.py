@@ -27,10 +27,10 @@ import asyncpg
 import httpx
 import pytest
 
+from sosekni.standin import FakeTelegram
 from tests.ansible_support import rootfs
 from tests.ansible_support.apply import Inventory, apply, tool
 from tests.ansible_support.machine import Machine, booted
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import ROOT, free_port
 
 ANSIBLE_DIR = ROOT / "ansible"

@@ -140,7 +140,7 @@ def in_process(args: tuple[str, ...], env: dict[str, str]) -> subprocess.Complet
     print it, so "no traceback" still means no traceback.
     """
     with error_colours(env.get("FORCE_COLOR", "") != ""):
-        return ops_in_process(args, {**env, "COLUMNS": "200"})
+        return ops_in_process(args, env)
 
 
 async def ops(target: Target, *args: str) -> subprocess.CompletedProcess[str]:

@@ -27,8 +27,8 @@ import sosekni.piccolo_migrations
 from ops.deploys.deployer import Deployer
 from ops.deploys.layout import KEEP_RELEASES, METADATA, Layout, Release
 from sosekni.config import load_settings
+from sosekni.standin import FakeTelegram
 from tests.fakes.postgres import create_database, drop_database
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import ROOT, Db, base_env, free_port, ops_command, run_ops
 
 MIGRATION = """from piccolo.apps.migrations.auto.migration_manager import MigrationManager

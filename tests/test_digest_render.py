@@ -9,7 +9,7 @@ import pytest
 
 from sosekni.handlers.admin import parse_reply
 from sosekni.render import MESSAGE_MAX, digest_keyboard, digest_text, visible_length
-from tests.fakes.telegram import check_text
+from sosekni.standin import check_text
 
 NOW = datetime(2026, 11, 29, 15, 31, tzinfo=UTC)
 

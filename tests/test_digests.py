@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import BotServer, Db, bot_message, callback, message, next_id, user
 
 

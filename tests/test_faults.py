@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from sosekni import migrations
+from sosekni.standin import FakeTelegram
 from tests.conftest import migrated_database
 from tests.fakes.postgres import ThrowawayCluster, create_database, drop_database
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     BotServer,
     Db,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sosekni.standin import FakeTelegram
 from sosekni.texts import text
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     GROUP_ANONYMOUS_BOT,
     BotServer,

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from sosekni.standin import FakeTelegram
 from tests.conftest import migrated_database
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import BotServer, base_env
 
 REFUSED_TOKEN = "654321:REFUSED-token-of-another-bot"

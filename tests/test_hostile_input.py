@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from sosekni.standin import FakeTelegram
 from tests.conftest import WebhookApp, serving
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     SECRET,
     BotServer,

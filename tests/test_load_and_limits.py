@@ -16,8 +16,8 @@ from sosekni import migrations
 from sosekni.db import bind, close_pool, engine_for, open_pool, sql, utcnow
 from sosekni.services import requests
 from sosekni.services.requests import Person
+from sosekni.standin import Call, FakeTelegram
 from tests.fakes.postgres import create_database, drop_database
-from tests.fakes.telegram import Call, FakeTelegram
 from tests.harness import (
     BotServer,
     Db,

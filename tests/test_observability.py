@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from sosekni.standin import FakeTelegram
 from tests.conftest import migrated_database
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     SECRET,
     TOKEN,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import SECRET, TOKEN, BotServer, base_env, free_port, run_ops
 
 URL = "https://bot.example.org/webhook/telegram"

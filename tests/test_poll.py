@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 import sosekni.piccolo_migrations
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import ROOT, TOKEN, Db, base_env, message, next_id, ops_command, run_ops, user
 
 READY = "bot @SoSenkiTestBot ready"

@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 from ops.cli import app
 from sosekni.db import sql
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import BotServer, Db, base_env, kept_logging, on_database
 
 NOW = datetime.now(UTC)

@@ -32,7 +32,7 @@ from sosekni.delivery.retention import Retention, prune
 from sosekni.metrics import Metrics
 from sosekni.metrics import use as use_metrics
 from sosekni.runtime import Runtime
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import SECRET, TOKEN, message, next_id, user
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from sosekni.delivery.policy import DeliveryPolicy
 from sosekni.services import queues, requests
 from sosekni.services.requests import Answer, Decided, Person
 from sosekni.services.work import unit_of_work
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 
 ADMINS = (7001, 7002)
 POLICY = DeliveryPolicy()

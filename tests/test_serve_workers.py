@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sosekni.standin import FakeTelegram
 from tests.conftest import migrated_database
 from tests.fakes.postgres import drop_database
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     BotServer,
     Db,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from sosekni.standin import FakeTelegram
 from tests.conftest import migrated_database
 from tests.fakes.postgres import drop_database
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import BotServer, base_env, message, next_id, user
 
 STOPS = 2

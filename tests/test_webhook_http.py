@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sosekni.standin import FakeTelegram
 from tests.conftest import WebhookApp, migrated_database
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import SECRET, TOKEN, BotServer, Db, base_env, free_port, message, next_id, user
 
 

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from sosekni.standin import FakeTelegram
 from tests.conftest import WebhookApp
-from tests.fakes.telegram import FakeTelegram
 from tests.harness import SECRET, BotServer, Db, message, next_id, user
 
 POLL = {

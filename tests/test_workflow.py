@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.telegram import FakeTelegram
+from sosekni.standin import FakeTelegram
 from tests.harness import BotServer, Db, bot_message, callback, message, next_id, user
 
 

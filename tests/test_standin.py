@@ -1,4 +1,5 @@
-"""The fake Telegram Bot API, exercised through a real python-telegram-bot ``Bot``."""
+"""The Telegram stand-in (sosekni.standin), exercised through a real python-telegram-bot ``Bot``
+and raw HTTP, in a thread of the test process and as a process of its own."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from tests.fakes.telegram import NOT_MODIFIED, FakeTelegram
+from sosekni.standin import NOT_MODIFIED, FakeTelegram
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = 1001
@@ -542,10 +543,13 @@ async def test_wait_for_and_reset(fake: FakeTelegram) -> None:
     assert NOT_MODIFIED.startswith("Bad Request: message is not modified")
 
 
-def test_quiet_and_command_line() -> None:
+def test_process_mode_and_bench_records() -> None:
+    """``python -m sosekni.standin``: the benchmark's process, its records over /bench/."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    token = "42:PROCESS-token"
+    command = [sys.executable, "-m", "sosekni.standin", "--port", "0", "--username", "CliBot"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.telegram", "--port", "0", "--username", "CliBot"],
+        [*command, "--token", token],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -554,13 +558,75 @@ def test_quiet_and_command_line() -> None:
     )
     try:
         assert process.stdout is not None
-        base_url = process.stdout.readline().strip()
-        assert base_url.startswith("http://127.0.0.1:")
-        with httpx.Client() as client:
-            me = client.post(f"{base_url}/bot123456:TEST-fake-token/getMe").json()
+        line = process.stdout.readline().strip()
+        assert line.startswith("listening on "), line
+        base_url = f"http://127.0.0.1:{int(line.split()[-1])}"
+        api = f"{base_url}/bot{token}"
+        markup = json.dumps(
+            {
+                "inline_keyboard": [
+                    [
+                        {"text": "Approve", "callback_data": "approve:7"},
+                        {"text": "Reject", "callback_data": "reject:7"},
+                    ],
+                    [{"text": "Approve", "callback_data": "approve:9"}],
+                ]
+            }
+        )
+        with httpx.Client(base_url=base_url) as client:
+            me = client.post(f"{api}/getMe").json()
             assert me["result"]["username"] == "CliBot"
-            assert client.get(f"{base_url}/bot123456:TEST-fake-token/nope").status_code == 404
+            assert client.get(f"{api}/nope").status_code == 404
             assert client.get(f"{base_url}/bot0:x/getMe").status_code == 401
+            sent = client.post(
+                f"{api}/sendMessage",
+                data={"chat_id": "1002", "text": "Requests #7 and #9", "reply_markup": markup},
+            ).json()["result"]
+            assert sent["message_id"] == 1
+            long_text = "Request #7: approved " + "x" * 60
+            client.post(
+                f"{api}/editMessageText",
+                data={"chat_id": "1002", "message_id": "1", "text": long_text},
+            )
+            client.post(f"{api}/answerCallbackQuery", data={"callback_query_id": "991"})
+            # Telegram's checks hold in this mode too.
+            bad = client.post(
+                f"{api}/sendMessage", data={"chat_id": "5", "text": "<x>", "parse_mode": "HTML"}
+            )
+            assert bad.status_code == 400
+
+            calls = client.get("/bench/calls").json()
+            assert calls["total"] == 7
+            t = [call[0] for call in calls["calls"]]
+            assert t == sorted(t) and all(isinstance(at, float) for at in t)
+            assert [call[1:] for call in calls["calls"]] == [
+                ["getMe", None, None, ""],
+                ["nope", None, None, ""],
+                ["getMe", None, None, ""],
+                ["sendMessage", 1002, None, "Requests #7 and #9"],
+                ["editMessageText", 1002, None, long_text[:48]],
+                ["answerCallbackQuery", None, "991", ""],
+                ["sendMessage", 5, None, "<x>"],
+            ]
+            details = client.get("/bench/details", params={"since": 3}).json()
+            assert details["total"] == 7
+            assert [call[1:] for call in details["calls"]] == [
+                ["sendMessage", 1002, 1, None, [7, 9], [7, 9], True, "Requests #7 and #9"],
+                ["editMessageText", 1002, 1, None, [7], [], False, long_text[:48]],
+                ["answerCallbackQuery", None, None, "991", [], [], False, ""],
+                ["sendMessage", 5, None, None, [], [], False, "<x>"],
+            ]
+            assert client.get("/bench/calls", params={"since": 7}).json() == {
+                "total": 7,
+                "calls": [],
+            }
+            reset = client.post("/bench/reset")
+            assert (reset.status_code, reset.json()) == (200, {"ok": True})
+            assert client.get("/bench/calls").json() == {"total": 0, "calls": []}
+            # Message ids start again after a reset, as for a fresh Telegram chat.
+            again = client.post(f"{api}/sendMessage", data={"chat_id": "1002", "text": "new"})
+            assert again.json()["result"]["message_id"] == 1
+            assert client.get("/bench/nothing").status_code == 404
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
     finally:
@@ -602,3 +668,43 @@ async def test_application_polls_and_answers(fake: FakeTelegram) -> None:
     assert fake.calls("answerCallbackQuery")[0].params["text"] == "Approved"
     assert fake.calls("deleteWebhook")  # PTB clears any webhook before polling
     assert fake.pending_updates() == []
+
+
+async def test_keep_alive_answers_pipelined_requests_in_order() -> None:
+    """Two requests in one write on one connection, the first one held by a delay on the
+    stand-in's clock: both answered on that connection, in the order asked."""
+    clock = ManualClock()
+    with FakeTelegram(clock=clock) as fake:
+        fake.set_delay(1, method="getMe")
+        reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
+        try:
+            request = (
+                "POST /bot{token}/{method} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                "Content-Length: {length}\r\n\r\n{body}"
+            )
+            body = "chat_id=5&text=second"
+            writer.write(
+                (
+                    request.format(token=fake.token, method="getMe", length=0, body="")
+                    + request.format(
+                        token=fake.token, method="sendMessage", length=len(body), body=body
+                    )
+                ).encode()
+            )
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            assert fake.calls() == []  # the delay holds getMe, and sendMessage waits its turn
+            clock.advance(1)
+            answers = []
+            for _ in range(2):
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+                assert b"Connection: keep-alive" in head
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                answers.append(json.loads(await reader.readexactly(length)))
+        finally:
+            writer.close()
+    assert answers[0]["result"]["username"] == fake.username
+    assert answers[1]["result"]["text"] == "second"
+    assert [call.method for call in fake.calls()] == ["getMe", "sendMessage"]

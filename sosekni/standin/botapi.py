@@ -1,46 +1,47 @@
-"""A fake Telegram Bot API served over real HTTP on 127.0.0.1.
+"""The Telegram Bot API stand-in: Telegram's answers, checks and errors, without Telegram.
 
-The application under test talks to it exactly as it would talk to api.telegram.org: give it
-``TELEGRAM_API_BASE_URL = fake.base_url`` and python-telegram-bot's ``Bot`` will call
-``f"{fake.base_url}/bot<token>/<method>"``.
+The bot talks to it exactly as it would talk to api.telegram.org: give it
+``TELEGRAM_API_BASE_URL = standin.base_url`` and python-telegram-bot's ``Bot`` calls
+``f"{standin.base_url}/bot<token>/<method>"``. It refuses what Telegram refuses (HTML outside
+Telegram's tags, texts over 4096 characters, "message is not modified", a wrong token) in
+Telegram's error shapes, so a message that passes here is one Telegram would take.
 
-Tests drive it from the outside:
+Whoever runs it drives it from the outside:
 
 * every request is recorded as a :class:`Call` (``calls()``, ``sent_texts()``, ``wait_for()``);
 * updates for ``getUpdates`` are queued with ``push_update()``;
 * faults are injected with ``fail_next()``, ``block_chat()``, ``set_delay()`` and
   ``set_webhook_error()`` and removed with ``recover()``; ``reset()`` forgets everything;
 * ``migrate_chat()`` turns a group into a supergroup: calls to the old chat get Telegram's
-  400 with ``parameters.migrate_to_chat_id`` from then on (``recover()`` keeps it).
+  400 with ``parameters.migrate_to_chat_id`` from then on (``recover()`` keeps it);
+* ``GET /bench/calls``, ``GET /bench/details`` and ``POST /bench/reset`` serve the records
+  over HTTP to a process that cannot call methods (the benchmark; see :meth:`bench_calls`).
 
-The server keeps its state across ``stop()``/``start()``, and a restart reuses the same port, so a
-test can simulate Telegram being unreachable for a while.
-
-Run it by hand with ``python -m tests.fakes.telegram --port 8081``.
+It runs in a thread of the caller with an event loop of its own (``start()``/``stop()`` or
+``with``; tests) or as a process (``python -m sosekni.standin``; the benchmark). It keeps its
+state across ``stop()``/``start()``, and a restart reuses the same port, so a test can make
+Telegram unreachable for a while.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import email.parser
 import email.policy
 import html
 import json
 import re
-import signal
-import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
+
+from sosekni.standin.server import Answer, Core, new_loop
 
 DEFAULT_TOKEN = "123456:TEST-fake-token"
 DEFAULT_USERNAME = "SoSenkiTestBot"
@@ -114,16 +115,18 @@ def canonical_method(name: str) -> str:
 
 @dataclass(frozen=True)
 class Call:
-    """One request the fake answered.
+    """One request the stand-in answered.
 
     ``at`` is the wall-clock time (``time.time()``) when the answer was decided; ``status`` is the
-    HTTP status sent back (200 for success).
+    HTTP status sent back (200 for success); ``message_id`` is the message a successful send or
+    edit answered with (the benchmark matches edits to sends by it).
     """
 
     method: str
     params: dict[str, Any]
     at: float
     status: int
+    message_id: int | None = None
 
 
 @dataclass
@@ -250,7 +253,7 @@ def parse_params(query: str, content_type: str, body: bytes) -> dict[str, Any]:
     Accepts ``application/x-www-form-urlencoded``, ``multipart/form-data`` and
     ``application/json`` bodies; body values win over query-string values.
     """
-    raw: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    raw: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
     media_type = content_type.split(";", 1)[0].strip().lower()
     if body:
         if media_type == "application/json":
@@ -263,99 +266,6 @@ def parse_params(query: str, content_type: str, body: bytes) -> dict[str, Any]:
         else:
             raw.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     return {name: decode_param(name, value) for name, value in raw.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# HTTP plumbing
-# --------------------------------------------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], fake: FakeTelegram) -> None:
-        self.fake = fake
-        self.stopping = threading.Event()
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Connections cut by stop() or by impatient clients are expected; stay quiet.
-        return
-
-    def drop_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    server_version = "FakeTelegram/1.0"
-    # Headers and body leave in one segment: no Nagle/delayed-ACK stalls on keep-alive.
-    disable_nagle_algorithm = True
-    wbufsize = 1 << 16
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _serve(self) -> None:
-        body = self._read_body()
-        url = urlsplit(self.path)
-        answer = self.server.fake._dispatch(
-            url.path,
-            url.query,
-            self.headers.get("Content-Type", ""),
-            body,
-            self.server.stopping,
-        )
-        if answer is None:  # the server is stopping: hang up without an answer
-            self.close_connection = True
-            return
-        status, payload = answer
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 # What Telegram's HTML parse mode accepts: these tags, and &lt; &gt; &amp; &quot; or numeric
@@ -404,16 +314,83 @@ def _default_description(status: int, retry_after: int | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The fake
+# Records for the benchmark (GET /bench/calls, GET /bench/details)
 # --------------------------------------------------------------------------------------------
 
+TEXT_KEEP = 48
+_TEXT_ID = re.compile(r"#(\d+)")
+_APPROVE = re.compile(r"^approve:(\d+)$")
 
-class FakeTelegram:
+
+def _record_chat(params: dict[str, Any]) -> int | None:
+    chat = params.get("chat_id")
+    return int(chat) if chat is not None and str(chat).lstrip("-").isdigit() else None
+
+
+def _record_cbq(params: dict[str, Any]) -> str | None:
+    cbq = params.get("callback_query_id")
+    return str(cbq) if cbq is not None else None
+
+
+def bench_call(call: Call) -> list[Any]:
+    """``[t, method, chat_id, callback_query_id, text[:48]]``: one record of ``/bench/calls``."""
+    params = call.params
+    text = str(params.get("text") or "")[:TEXT_KEEP]
+    return [call.at, call.method, _record_chat(params), _record_cbq(params), text]
+
+
+def bench_detail(call: Call) -> list[Any]:
+    """``[t, method, chat_id, message_id, callback_query_id, text_ids, button_ids, has_markup,
+    text[:48]]``: one record of ``/bench/details`` (``text_ids`` are the numbers after ``#`` in
+    the whole text, ``button_ids`` the request ids of the ``approve:<id>`` buttons)."""
+    params = call.params
+    full_text = str(params.get("text") or "")
+    markup = params.get("reply_markup")
+    return [
+        call.at,
+        call.method,
+        _record_chat(params),
+        call.message_id,
+        _record_cbq(params),
+        [int(found) for found in _TEXT_ID.findall(full_text)],
+        _approve_ids(markup),
+        markup is not None,
+        full_text[:TEXT_KEEP],
+    ]
+
+
+def _approve_ids(markup: Any) -> list[int]:
+    """The request ids of the ``approve:<id>`` buttons of an inline keyboard."""
+    if not isinstance(markup, dict) or not isinstance(markup.get("inline_keyboard"), list):
+        return []
+    found = []
+    for row in markup["inline_keyboard"]:
+        for button in row if isinstance(row, list) else ():
+            data = button.get("callback_data") if isinstance(button, dict) else None
+            match = _APPROVE.match(data) if isinstance(data, str) else None
+            if match:
+                found.append(int(match.group(1)))
+    return found
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# The stand-in
+# --------------------------------------------------------------------------------------------
+
+_Result = Any  # a method's ``result``, or a pending one (an awaitable) for a long poll
+
+
+class TelegramStandIn:
     """A Telegram Bot API stand-in on ``http://127.0.0.1:<port>``.
 
-    ``port=0`` picks a free port at the first ``start()``; later restarts reuse it. ``clock``
+    ``port=0`` picks a free port at the first start; later restarts reuse it. ``clock``
     (seconds, like ``time.monotonic``) measures injected delays and long-poll timeouts: a test
     that gives a clock it moves itself decides when they run out, with no wall-clock waits.
+    Every control method may be called from any thread.
     """
 
     def __init__(
@@ -433,52 +410,84 @@ class FakeTelegram:
         self._host = host
         self._port = port
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
         self._state = _State()
         self._next_update_id = 1
-        self._server: _Server | None = None
+        self._life = threading.Lock()
+        self._core: Core | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._changed: asyncio.Event | None = None
+        self._methods = self._handlers()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> FakeTelegram:
-        """Start serving (no-op if already running). Returns ``self``."""
-        if self._server is not None:
+    def start(self) -> TelegramStandIn:
+        """Serve from a thread of this process with an event loop of its own (no-op if already
+        serving). Returns ``self``."""
+        with self._life:
+            if self._core is not None:
+                return self
+            loop = new_loop()
+            opened = threading.Event()
+            failure: list[BaseException] = []
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                try:
+                    loop.run_until_complete(self.open())
+                except BaseException as error:
+                    failure.append(error)
+                    opened.set()
+                    loop.close()
+                    return
+                opened.set()
+                try:
+                    loop.run_forever()
+                finally:
+                    loop.close()
+
+            thread = threading.Thread(target=run, name="telegram-standin", daemon=True)
+            thread.start()
+            opened.wait()
+            if failure:
+                raise failure[0]
+            self._thread = thread
             return self
-        server = _Server((self._host, self._port), self)
-        self._port = server.server_address[1]
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": _TICK},
-            name=f"fake-telegram-{self._port}",
-            daemon=True,
-        )
-        self._server = server
-        self._thread = thread
-        thread.start()
-        return self
 
     def stop(self) -> None:
-        """Stop serving and cut open connections; recorded state is kept."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = None
-        self._thread = None
-        server.stopping.set()
-        with self._cond:
-            self._cond.notify_all()
-        server.shutdown()
-        server.drop_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        """Stop serving and cut open connections and pending answers; recorded state is kept."""
+        with self._life:
+            loop, thread = self._loop, self._thread
+            if thread is None or loop is None:
+                return
+            asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            self._thread = None
+
+    async def open(self) -> int:
+        """Listen on the running event loop (the process mode's; ``start()`` uses its own).
+        Returns the port."""
+        core = Core(self._handle)
+        self._port = await core.open(self._host, self._port)
+        self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._core = core
+        return self._port
+
+    async def close(self) -> None:
+        """Stop listening on the running loop; recorded state is kept."""
+        core, self._core = self._core, None
+        if core is not None:
+            await core.close()
+        self._loop = None
+        self._changed = None
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        return self._core is not None
 
-    def __enter__(self) -> FakeTelegram:
+    def __enter__(self) -> TelegramStandIn:
         return self.start()
 
     def __exit__(
@@ -494,7 +503,7 @@ class FakeTelegram:
     @property
     def port(self) -> int:
         if not self._port:
-            raise RuntimeError("FakeTelegram has no port yet: call start() first")
+            raise RuntimeError("the stand-in has no port yet: call start() first")
         return self._port
 
     @property
@@ -575,7 +584,7 @@ class FakeTelegram:
         return "\n".join(lines)
 
     def _check(
-        self, predicate: Callable[[FakeTelegram], bool]
+        self, predicate: Callable[[TelegramStandIn], bool]
     ) -> tuple[bool, BaseException | None]:
         try:
             return bool(predicate(self)), None
@@ -585,11 +594,11 @@ class FakeTelegram:
     def _timeout_error(self, timeout: float, error: BaseException | None) -> AssertionError:
         reason = f" (last predicate error: {error!r})" if error is not None else ""
         return AssertionError(
-            f"FakeTelegram: condition not met within {timeout:g}s{reason}. "
+            f"Telegram stand-in: condition not met within {timeout:g}s{reason}. "
             f"Recorded calls:\n{self.summary()}"
         )
 
-    def wait_for(self, predicate: Callable[[FakeTelegram], bool], timeout: float = 10) -> None:
+    def wait_for(self, predicate: Callable[[TelegramStandIn], bool], timeout: float = 10) -> None:
         """Block until ``predicate(self)`` is true; AssertionError with the calls on timeout.
 
         A predicate that raises counts as false. This blocks the calling thread: from a coroutine
@@ -606,7 +615,7 @@ class FakeTelegram:
 
     async def wait_for_async(
         self,
-        predicate: Callable[[FakeTelegram], bool],
+        predicate: Callable[[TelegramStandIn], bool],
         timeout: float = 10,
     ) -> None:
         """Like :meth:`wait_for` but yields to the event loop while waiting."""
@@ -624,7 +633,7 @@ class FakeTelegram:
     def push_update(self, update: dict[str, Any]) -> int:
         """Queue an update for ``getUpdates``; assigns ``update_id`` if missing and returns it."""
         queued = dict(update)
-        with self._cond:
+        with self._lock:
             if "update_id" in queued:
                 update_id = int(queued["update_id"])
                 self._next_update_id = max(self._next_update_id, update_id + 1)
@@ -633,7 +642,7 @@ class FakeTelegram:
                 self._next_update_id += 1
             queued["update_id"] = update_id
             self._state.updates.append(queued)
-            self._cond.notify_all()
+        self._notify()
         return update_id
 
     def pending_updates(self) -> list[dict[str, Any]]:
@@ -722,43 +731,83 @@ class FakeTelegram:
 
         Update ids keep increasing across resets so a client's ``offset`` never hides new ones.
         """
-        with self._cond:
+        with self._lock:
             self._state = _State()
-            self._cond.notify_all()
+        self._notify()
 
-    # ---- request handling (server threads) -------------------------------------------------
+    def bench_calls(self, since: int = 0) -> dict[str, Any]:
+        """``GET /bench/calls?since=N``: ``{"total": T, "calls": [record, …]}``, the records
+        from the ``since``-th on (see :func:`bench_call`)."""
+        with self._lock:
+            total = len(self._state.calls)
+            recorded = self._state.calls[since:]
+        return {"total": total, "calls": [bench_call(call) for call in recorded]}
 
-    def _dispatch(
-        self,
-        path: str,
-        query: str,
-        content_type: str,
-        body: bytes,
-        stopping: threading.Event,
-    ) -> tuple[int, Any] | None:
+    def bench_details(self, since: int = 0) -> dict[str, Any]:
+        """``GET /bench/details?since=N``: as :meth:`bench_calls`, with :func:`bench_detail`."""
+        with self._lock:
+            total = len(self._state.calls)
+            recorded = self._state.calls[since:]
+        return {"total": total, "calls": [bench_detail(call) for call in recorded]}
+
+    # ---- request handling (on the stand-in's event loop) ----------------------------------
+
+    def _notify(self) -> None:
+        """Wake the long polls: updates or the webhook changed (from any thread)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+            pass
+
+    def _wake(self) -> None:
+        changed = self._changed
+        if changed is not None:
+            self._changed = asyncio.Event()
+            changed.set()
+
+    def _handle(
+        self, path: str, query: str, content_type: str, body: bytes
+    ) -> Answer | Awaitable[Answer | None]:
+        if path.startswith("/bench/"):
+            return self._bench(path, query)
         method = path
-        params: dict[str, Any] = {}
         prefix, _, rest = path.lstrip("/").partition("/")
-        valid_path = prefix.startswith("bot") and rest and "/" not in rest.rstrip("/")
-        if valid_path:
+        valid = bool(prefix.startswith("bot") and rest and "/" not in rest.rstrip("/"))
+        if valid:
             method = canonical_method(rest.rstrip("/"))
         try:
             params = parse_params(query, content_type, body)
         except (ValueError, UnicodeDecodeError):
-            return self._finish(method, params, 400, None, "Bad Request: can't parse parameters")
-
+            return self._finish(method, {}, 400, None, "Bad Request: can't parse parameters")
         delay = self._delay_for(method)
-        if delay > 0 and not self._sleep(delay, stopping):
-            return None
+        if delay > 0:
+            return self._delayed(delay, prefix, valid, method, params)
+        return self._answer(prefix, valid, method, params)
 
-        if not valid_path:
+    async def _delayed(
+        self, delay: float, prefix: str, valid: bool, method: str, params: dict[str, Any]
+    ) -> Answer | None:
+        # In short steps of the clock (no event marks the end of an injected clock's delay), so
+        # such a clock decides when it ends; stop() cancels the wait and hangs up.
+        deadline = self._clock() + delay
+        while (remaining := deadline - self._clock()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(min(remaining, _TICK))
+        answer = self._answer(prefix, valid, method, params)
+        return answer if isinstance(answer, tuple) else await answer
+
+    def _answer(
+        self, prefix: str, valid: bool, method: str, params: dict[str, Any]
+    ) -> Answer | Awaitable[Answer | None]:
+        if not valid:
             return self._finish(method, params, 404, None, "Not Found")
         if prefix[len("bot") :] != self._token:
             return self._finish(method, params, 401, None, "Unauthorized")
-        handler = self._handlers().get(method)
+        handler = self._methods.get(method)
         if handler is None:
             return self._finish(method, params, 404, None, "Not Found")
-
         chat = params.get("chat_id")
         with self._lock:
             moved = self._state.migrated.get(chat) if isinstance(chat, int | str) else None
@@ -769,13 +818,13 @@ class FakeTelegram:
             extra = {"retry_after": fault.retry_after} if fault.retry_after is not None else None
             return self._finish(method, params, fault.status, None, fault.description, extra)
         try:
-            result = handler(params, stopping)
+            result = handler(params)
         except _ApiError as error:
             return self._finish(
                 method, params, error.status, None, error.description, error.parameters
             )
-        if result is _ABORT:
-            return None
+        if isinstance(result, _Poll):
+            return self._poll(result, method, params)
         return self._finish(method, params, 200, result)
 
     def _finish(
@@ -786,27 +835,28 @@ class FakeTelegram:
         result: Any,
         description: str = "",
         parameters: dict[str, Any] | None = None,
-    ) -> tuple[int, Any]:
+    ) -> Answer:
+        message_id = result.get("message_id") if isinstance(result, dict) else None
         with self._lock:
-            self._state.calls.append(Call(method, params, time.time(), status))
+            self._state.calls.append(Call(method, params, time.time(), status, message_id))
         if status == HTTPStatus.OK:
-            return status, {"ok": True, "result": result}
-        return status, _error_payload(status, description, parameters)
+            return status, _json({"ok": True, "result": result})
+        return status, _json(_error_payload(status, description, parameters))
+
+    def _bench(self, path: str, query: str) -> Answer:
+        if path == "/bench/reset":
+            self.reset()
+            return 200, b'{"ok": true}'
+        if path in ("/bench/calls", "/bench/details"):
+            since = int(dict(parse_qsl(query)).get("since", 0))
+            found = self.bench_calls(since) if path == "/bench/calls" else self.bench_details(since)
+            return 200, json.dumps(found).encode()
+        return 404, b'{"ok": false}'
 
     def _delay_for(self, method: str) -> float:
         with self._lock:
             delays = self._state.delays
             return delays.get(method, delays.get(None, 0.0))
-
-    def _sleep(self, seconds: float, stopping: threading.Event) -> bool:
-        """Sleep in short steps of the clock; False if the server started stopping meanwhile."""
-        deadline = self._clock() + seconds
-        while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return not stopping.is_set()
-            if stopping.wait(min(remaining, _TICK)):
-                return False
 
     def _take_fault(self, method: str) -> _Fault | None:
         with self._lock:
@@ -818,7 +868,7 @@ class FakeTelegram:
                     return fault
         return None
 
-    def _handlers(self) -> dict[str, Callable[[dict[str, Any], threading.Event], Any]]:
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], _Result]]:
         return {
             "getMe": self._get_me,
             "sendMessage": self._send_message,
@@ -841,14 +891,14 @@ class FakeTelegram:
     # ---- methods ---------------------------------------------------------------------------
 
     @staticmethod
-    def _true(params: dict[str, Any], stopping: threading.Event) -> bool:
+    def _true(params: dict[str, Any]) -> bool:
         return True
 
     @staticmethod
-    def _empty_list(params: dict[str, Any], stopping: threading.Event) -> list[Any]:
+    def _empty_list(params: dict[str, Any]) -> list[Any]:
         return []
 
-    def _get_me(self, params: dict[str, Any], stopping: threading.Event) -> dict[str, Any]:
+    def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
             **self.bot_user(),
             "can_join_groups": True,
@@ -913,7 +963,7 @@ class FakeTelegram:
             return markup
         return None
 
-    def _send_message(self, params: dict[str, Any], stopping: threading.Event) -> dict[str, Any]:
+    def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._chat_id(params)
         text = params.get("text")
         check_text(text, params.get("parse_mode"))
@@ -950,9 +1000,7 @@ class FakeTelegram:
             self._state.messages[(chat_id, message_id)] = stored
             return self._message(chat_id, message_id, stored, edit_date=now)
 
-    def _edit_message_text(
-        self, params: dict[str, Any], stopping: threading.Event
-    ) -> dict[str, Any] | bool:
+    def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any] | bool:
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
             raise _ApiError(400, "Bad Request: text must be non-empty")
@@ -960,18 +1008,16 @@ class FakeTelegram:
         # Like Telegram, an edit without reply_markup removes the inline keyboard.
         return self._edit(params, self._inline_markup(params), text)
 
-    def _edit_message_reply_markup(
-        self, params: dict[str, Any], stopping: threading.Event
-    ) -> dict[str, Any] | bool:
+    def _edit_message_reply_markup(self, params: dict[str, Any]) -> dict[str, Any] | bool:
         return self._edit(params, self._inline_markup(params))
 
-    def _set_webhook(self, params: dict[str, Any], stopping: threading.Event) -> bool:
+    def _set_webhook(self, params: dict[str, Any]) -> bool:
         url = params.get("url")
         if url is None:
             raise _ApiError(400, 'Bad Request: parameter "url" is required')
         allowed = params.get("allowed_updates")
         max_connections = params.get("max_connections")
-        with self._cond:
+        with self._lock:
             if not url:
                 self._state.webhook = _Webhook()
             else:
@@ -983,21 +1029,19 @@ class FakeTelegram:
                 )
             if params.get("drop_pending_updates") is True:
                 self._state.updates.clear()
-            self._cond.notify_all()
+        self._notify()
         return True
 
-    def _delete_webhook(self, params: dict[str, Any], stopping: threading.Event) -> bool:
-        with self._cond:
+    def _delete_webhook(self, params: dict[str, Any]) -> bool:
+        with self._lock:
             self._state.webhook = _Webhook()
             self._state.webhook_error = None
             if params.get("drop_pending_updates") is True:
                 self._state.updates.clear()
-            self._cond.notify_all()
+        self._notify()
         return True
 
-    def _get_webhook_info(
-        self, params: dict[str, Any], stopping: threading.Event
-    ) -> dict[str, Any]:
+    def _get_webhook_info(self, params: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             webhook = self._state.webhook
             info: dict[str, Any] = {
@@ -1015,69 +1059,54 @@ class FakeTelegram:
                 info["last_error_message"] = error.message
             return info
 
-    def _get_updates(self, params: dict[str, Any], stopping: threading.Event) -> Any:
-        offset = params.get("offset")
+    def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]] | _Poll:
         limit = params.get("limit")
         timeout = params.get("timeout")
         limit = min(max(limit, 1), 100) if isinstance(limit, int) else 100
         wait = 0.0
         if isinstance(timeout, int | float) and not isinstance(timeout, bool):
             wait = min(max(float(timeout), 0.0), MAX_LONG_POLL)
-        deadline = self._clock() + wait
-        with self._cond:
-            while True:
-                if self._state.webhook.url:
-                    raise _ApiError(409, GETUPDATES_CONFLICT)
-                updates = self._state.updates
-                if isinstance(offset, int) and offset < 0:
-                    updates = updates[offset:]
-                    self._state.updates = updates
-                    offset = None
-                elif isinstance(offset, int):
-                    updates = [u for u in updates if u["update_id"] >= offset]
-                    self._state.updates = updates
-                if updates or stopping.is_set():
-                    break
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    break
-                self._cond.wait(min(remaining, _TICK * 4))
-            if stopping.is_set():
-                return _ABORT
-            return [dict(update) for update in updates[:limit]]
+        poll = _Poll(params.get("offset"), limit, self._clock() + wait)
+        found = self._take_updates(poll)
+        return found if found or wait <= 0 else poll
+
+    def _take_updates(self, poll: _Poll) -> list[dict[str, Any]]:
+        """The updates a poll gets now; confirms (forgets) those below its offset."""
+        with self._lock:
+            if self._state.webhook.url:
+                raise _ApiError(409, GETUPDATES_CONFLICT)
+            updates = self._state.updates
+            if isinstance(poll.offset, int) and poll.offset < 0:
+                updates = updates[poll.offset :]
+                self._state.updates = updates
+                poll.offset = None
+            elif isinstance(poll.offset, int):
+                updates = [u for u in updates if u["update_id"] >= poll.offset]
+                self._state.updates = updates
+            return [dict(update) for update in updates[: poll.limit]]
+
+    async def _poll(self, poll: _Poll, method: str, params: dict[str, Any]) -> Answer:
+        """Hold a long poll until an update comes or its timeout runs out on the clock."""
+        while True:
+            changed = self._changed
+            try:
+                found = self._take_updates(poll)
+            except _ApiError as error:
+                return self._finish(method, params, error.status, None, error.description)
+            remaining = poll.deadline - self._clock()
+            if found or remaining <= 0 or changed is None:
+                return self._finish(method, params, 200, found)
+            try:
+                async with asyncio.timeout(min(remaining, _TICK * 4)):
+                    await changed.wait()
+            except TimeoutError:
+                pass
 
 
-_ABORT = object()
+@dataclass
+class _Poll:
+    """A getUpdates call waiting for updates."""
 
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.telegram", description="Run the fake Telegram Bot API."
-    )
-    parser.add_argument("--port", type=int, default=8081, help="port on 127.0.0.1 (0 = any)")
-    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the only token accepted")
-    parser.add_argument("--username", default=DEFAULT_USERNAME, help="the bot's username")
-    args = parser.parse_args(argv)
-
-    done = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    fake = FakeTelegram(args.token, port=args.port, username=args.username)
-    with fake:
-        print(fake.base_url, flush=True)
-        while not done.wait(0.5):
-            pass
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    offset: Any
+    limit: int
+    deadline: float

@@ -1,0 +1,46 @@
+"""A stand-in for the Telegram Bot API: one for the tests, the benchmark and a sandbox.
+
+:class:`TelegramStandIn` answers as Telegram does, with Telegram's checks and errors, on a lean
+asyncio + httptools HTTP core; ``FakeTelegram`` is the same class under the tests' name.
+"""
+
+from sosekni.standin.botapi import (
+    BLOCKED,
+    DEFAULT_BOT_ID,
+    DEFAULT_TOKEN,
+    DEFAULT_USERNAME,
+    GETUPDATES_CONFLICT,
+    MESSAGE_MAX,
+    MIGRATED,
+    NOT_MODIFIED,
+    Call,
+    TelegramStandIn,
+    bench_call,
+    bench_detail,
+    canonical_method,
+    check_text,
+    parse_params,
+)
+from sosekni.standin.server import run_fast
+
+FakeTelegram = TelegramStandIn
+
+__all__ = [
+    "BLOCKED",
+    "DEFAULT_BOT_ID",
+    "DEFAULT_TOKEN",
+    "DEFAULT_USERNAME",
+    "GETUPDATES_CONFLICT",
+    "MESSAGE_MAX",
+    "MIGRATED",
+    "NOT_MODIFIED",
+    "Call",
+    "FakeTelegram",
+    "TelegramStandIn",
+    "bench_call",
+    "bench_detail",
+    "canonical_method",
+    "check_text",
+    "parse_params",
+    "run_fast",
+]
