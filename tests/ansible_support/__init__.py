@@ -1,1 +1,1 @@
-"""Helpers for tests/test_ansible.py: a Debian 12 root built with debootstrap, used as a chroot."""
+"""Helpers for tests/test_ansible.py: a Debian 12 root from debootstrap, booted with systemd."""

@@ -1,12 +1,13 @@
-"""A Debian 12 (bookworm) root file system for applying the playbook through a chroot.
+"""A Debian 12 (bookworm) root file system to boot with systemd-nspawn and provision.
 
 The root is built once with `debootstrap` and kept as a tarball under CACHE_DIR, named after a
 hash of everything that goes into it (suite, mirror, package lists), so a changed package list
 builds a new one. Every test run unpacks a fresh copy and throws it away afterwards.
 
-Mounts never touch the host's mount table: every command that needs /proc, /dev or /sys in the
-root runs in a private mount namespace (`unshare --mount --propagation private`), where they
-are mounted; the mounts vanish with the last process of that namespace, even if the test dies.
+Building it runs commands in the root through chroot. Mounts never touch the host's mount
+table: every command that needs /proc, /dev or /sys in the root runs in a private mount
+namespace (`unshare --mount --propagation private`), where they are mounted; the mounts vanish
+with the last process of that namespace, even if the build dies.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ PACKAGES = (
     "sudo",
 )
 FORMAT_VERSION = 1  # bump to rebuild cached roots after a change in how they are made
+# Package installs start no service in the root, neither while it is built nor in the booted
+# container (a package's own service could take one of the host's ports; see machine.py).
 POLICY_RC_D = "#!/bin/sh\n# No service starts inside this root (tests/ansible_support).\nexit 101\n"
+# Where machine.booted() notes the pid of systemd-nspawn, next to the root.
+NSPAWN_PID = "nspawn.pid"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -68,13 +73,15 @@ def say(message: str) -> None:
 def require_tools() -> None:
     """Fail loudly, naming the package, when a host tool is missing."""
     if os.geteuid() != 0:
-        raise RootError("the provisioning test needs root (debootstrap, chroot, mounts)")
+        raise RootError("the provisioning test needs root (debootstrap, mounts, systemd-nspawn)")
     missing = [
         f"{tool} (apt-get install -y {package})"
         for tool, package in (
             ("debootstrap", "debootstrap"),
             ("unshare", "util-linux"),
             ("chroot", "coreutils"),
+            ("systemd-nspawn", "systemd-container"),
+            ("nsenter", "util-linux"),
             ("git", "git"),
         )
         if shutil.which(tool) is None
@@ -138,7 +145,8 @@ def run(
     return done
 
 
-def chroot_env() -> dict[str, str]:
+def root_env() -> dict[str, str]:
+    """The whole environment of commands run in the root (nothing of the host's leaks in)."""
     return {
         "PATH": SAFE_PATH,
         "LANG": "C.UTF-8",
@@ -189,7 +197,7 @@ def build(target: Path) -> None:
         what="debootstrap",
     )  # fmt: skip
     prepare(target)
-    env = chroot_env()
+    env = root_env()
     run(
         namespaced(target, ["chroot", str(target), "apt-get", "update", "-q"]),
         timeout=600,
@@ -337,9 +345,61 @@ def sweep_stale_roots() -> None:
         if pid and _alive(pid):
             continue
         say(f"removing {base}, left behind by an interrupted run")
+        stop_container(base)
         if (base / "root").exists():
             kill_processes_in(base / "root")
         remove_tree(base)
+
+
+def stop_container(base: Path, grace: float = 30) -> None:
+    """End a container left booted on base/root by a killed run, and what was attached to it.
+
+    Its processes live in their own mount namespace, where their root is "/": processes_in()
+    does not see them. machine.booted() notes nspawn's pid and the container's PID 1 in
+    base/NSPAWN_PID; SIGTERM asks nspawn to power the container off; if that hangs (a process
+    entered with nsenter by the killed run keeps it waiting), SIGKILL to its PID 1 ends every
+    process of its PID namespace, and the nsenter processes still aimed at it are killed too.
+    """
+    try:
+        nspawn, pid1 = (int(word) for word in (base / NSPAWN_PID).read_text().split())
+    except (OSError, ValueError):
+        return
+    root = str(base / "root").encode()
+    if root not in _cmdline(nspawn):
+        nspawn = 0  # gone, or the pid was reused
+    with contextlib.suppress(ProcessLookupError):
+        if nspawn:
+            os.kill(nspawn, signal.SIGTERM)  # nspawn powers the container off
+    deadline = time.monotonic() + grace
+    while nspawn and _alive(nspawn) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    attached = [
+        pid
+        for pid in _pids()
+        if (argv := _cmdline(pid)) and argv[0].endswith(b"nsenter")
+        and (f"--target={pid1}".encode() in argv or str(pid1).encode() in argv[1:4])
+    ]  # fmt: skip
+    with contextlib.suppress(OSError):  # OSError: gone already
+        # Only a PID 1 of another PID namespace: never a reused pid of the host's.
+        if os.readlink(f"/proc/{pid1}/ns/pid") != os.readlink("/proc/self/ns/pid"):
+            os.kill(pid1, signal.SIGKILL)
+    for pid in [*attached, nspawn]:
+        with contextlib.suppress(ProcessLookupError):
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    """The argv of `pid`, or [] when it is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return [word for word in cmdline.read().split(b"\0") if word]
+    except OSError:
+        return []
 
 
 @contextlib.contextmanager
