@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from sosekni import migrations
-from tests.conftest import migrated_database
+from tests.conftest import StartBot, migrated_database
 from tests.fakes.postgres import ThrowawayCluster, create_database, drop_database
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
@@ -303,39 +303,34 @@ def cluster() -> Iterator[ThrowawayCluster]:
 
 
 async def test_database_outage_gives_503_and_recovers_without_restart(
-    cluster: ThrowawayCluster, telegram: FakeTelegram, tmp_path: Path
+    cluster: ThrowawayCluster, start_bot: StartBot, telegram: FakeTelegram
 ) -> None:
     url = create_database(cluster.dsn)
     admin = next_id()
-    env = base_env(url, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
     await asyncio.to_thread(on_database, url, migrations.forwards)  # it runs its own loop
-    server = BotServer(env, workers=2, log_path=tmp_path / "serve.log").start()
-    db = Db(url)
-    try:
-        client = user(next_id())
-        assert (await server.post(message(client, "/request before"))).status_code == 200
-        await db.settle()
+    server, db = start_bot(url=url, workers=2, ADMIN_TELEGRAM_ID=str(admin))
+    client = user(next_id())
+    assert (await server.post(message(client, "/request before"))).status_code == 200
+    await db.settle()
 
-        cluster.stop()
-        update = message(user(next_id()), "/request during the outage")
-        assert (await server.post(update)).status_code == 503
-        async with httpx.AsyncClient() as http:
-            health = await http.get(f"{server.url}/health")
-        assert health.status_code == 503 and health.json()["failing"] == ["database"]
+    cluster.stop()
+    update = message(user(next_id()), "/request during the outage")
+    assert (await server.post(update)).status_code == 503
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"{server.url}/health")
+    assert health.status_code == 503 and health.json()["failing"] == ["database"]
 
-        cluster.start()
-        for _ in range(100):  # Telegram redelivers until it gets a 200
-            answer = await server.post(update)
-            if answer.status_code == 200:
-                break
-            await asyncio.sleep(0.2)
-        assert answer.status_code == 200
-        await db.settle(timeout=60)
-        async with httpx.AsyncClient() as http:
-            assert (await http.get(f"{server.url}/health")).status_code == 200
-        sender = update["message"]["from"]["id"]
-        assert telegram.sent_texts(sender)[0].startswith("Your request #")
-        assert len(telegram.shown_requests(admin)) == 2
-        assert server.process is not None and server.process.poll() is None
-    finally:
-        server.stop()
+    cluster.start()
+    for _ in range(100):  # Telegram redelivers until it gets a 200
+        answer = await server.post(update)
+        if answer.status_code == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert answer.status_code == 200
+    await db.settle(timeout=60)
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{server.url}/health")).status_code == 200
+    sender = update["message"]["from"]["id"]
+    assert telegram.sent_texts(sender)[0].startswith("Your request #")
+    assert len(telegram.shown_requests(admin)) == 2
+    assert server.process is not None and server.process.poll() is None
