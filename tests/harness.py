@@ -148,6 +148,14 @@ class Db:
             active,
         )
 
+    async def new_admin(
+        self, first_name: str = "Olga", username: str | None = "olga"
+    ) -> dict[str, Any]:
+        """A fresh Telegram user (as `user` makes one), stored as an active administrator."""
+        admin = user(next_id(), first_name, username)
+        await self.add_admin(admin["id"])
+        return admin
+
     async def settle(self, timeout: float = 30) -> None:
         """Wait until every stored update is processed and every due message sent."""
         deadline = time.monotonic() + timeout

@@ -287,8 +287,7 @@ async def test_health_shows_the_outbox_backlog_while_telegram_fails_and_none_aft
     bot: tuple[BotServer, Db, FakeTelegram],
 ) -> None:
     server, db, tg = bot
-    admin = user(next_id(), "Olga", "olga")
-    await db.add_admin(admin["id"])
+    admin = await db.new_admin()
     client = user(next_id())
     tg.fail_next(10_000, status=500, method="sendMessage")
 

@@ -45,8 +45,7 @@ async def test_request_and_approval_end_to_end_with_two_workers(
     running: tuple[BotServer, Db, FakeTelegram],
 ) -> None:
     server, db, tg = running
-    admin = user(next_id(), "Olga", "olga")
-    await db.add_admin(admin["id"])
+    admin = await db.new_admin()
     client = user(next_id(), "Anna", "anna")
 
     await post_all(server, [message(client, "/request Plot 42")])
