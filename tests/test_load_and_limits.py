@@ -13,14 +13,7 @@ from sosekni.services import requests
 from sosekni.services.requests import Person
 from tests.conftest import StartBot
 from tests.fakes.telegram import Call, FakeTelegram
-from tests.harness import (
-    Db,
-    bot_message,
-    callback,
-    message,
-    next_id,
-    user,
-)
+from tests.harness import Db, bot_message, callback, message, next_id, user
 
 
 async def wait_until(db: Db, query: str, timeout: float = 60) -> None:
