@@ -118,11 +118,18 @@ def module_database(
 
 @contextlib.contextmanager
 def running_bot(
-    url: str, api: str, log_path: Path, *, workers: int = 1, **env: str
+    url: str,
+    api: str,
+    log_path: Path,
+    *,
+    workers: int = 1,
+    runner: Callable[..., BotServer] = BotServer,
+    **env: str,
 ) -> Iterator[tuple[BotServer, Db]]:
     """`sosekni-ops serve --workers N` on `url` (with `env` over `base_env`) and a probe of
-    its database; stopped on leaving (stopping it before is fine)."""
-    server = BotServer(base_env(url, api, **env), workers=workers, log_path=log_path)
+    its database; stopped on leaving (stopping it before is fine). `runner` is the server
+    class (e.g. `PacedBotServer`)."""
+    server = runner(base_env(url, api, **env), workers=workers, log_path=log_path)
     try:
         server.start()
         yield server, Db(url)

@@ -7,6 +7,7 @@ server, makes the fake Bot API fail or hang, or stops the PostgreSQL server unde
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -20,8 +21,8 @@ import httpx
 import pytest
 
 from sosekni import migrations
-from tests.conftest import StartBot, migrated_database
-from tests.fakes.postgres import ThrowawayCluster, create_database, drop_database
+from tests.conftest import StartBot, migrated_copy, running_bot
+from tests.fakes.postgres import ThrowawayCluster, create_database
 from tests.fakes.telegram import FakeTelegram
 from tests.harness import (
     BotServer,
@@ -47,12 +48,11 @@ def kill_group(server: BotServer) -> None:
 
 
 @pytest.fixture
-def postgres_db(postgres_admin_dsn: str, tmp_path: Path) -> Iterator[str]:
+def postgres_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh migrated database (a copy of the session's template: `test_migrations.py`
     tests `migrate`)."""
-    url = migrated_database("postgres", postgres_admin_dsn, tmp_path)
-    yield url
-    drop_database(postgres_admin_dsn, url)
+    with migrated_copy("postgres", request, tmp_path) as url:
+        yield url
 
 
 async def until(db: Db, query: str, timeout: float = 30) -> None:
@@ -184,23 +184,31 @@ async def test_a_kill_in_the_middle_of_sending_resends_only_calls_in_flight(
 
 @pytest.fixture(scope="module")
 def paced_server(
-    postgres_admin_dsn: str, fake_telegram: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[PacedBotServer, Db, int]]:
+    request: pytest.FixtureRequest,
+    fake_telegram: FakeTelegram,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[BotServer, Db, int]]:
     """One bot for the outage tests, backing off 5 times faster than in production (a
     test hook, see `PacedBotServer`), started once: each test empties its tables."""
-    url = migrated_database("postgres", postgres_admin_dsn, tmp_path_factory.mktemp("paced-db"))
+    tmp = tmp_path_factory.mktemp("paced")
     admin = next_id()
-    env = base_env(url, fake_telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
-    log_path = tmp_path_factory.mktemp("paced") / "serve.log"
-    server = PacedBotServer(env, log_path=log_path, backoff_scale=BACKOFF_SCALE).start()
-    yield server, Db(url), admin
-    server.stop()
-    drop_database(postgres_admin_dsn, url)
+    paced = functools.partial(PacedBotServer, backoff_scale=BACKOFF_SCALE)
+    with (
+        migrated_copy("postgres", request, tmp) as url,
+        running_bot(
+            url,
+            fake_telegram.base_url,
+            tmp / "serve.log",
+            runner=paced,
+            ADMIN_TELEGRAM_ID=str(admin),
+        ) as (server, db),
+    ):
+        yield server, db, admin
 
 
 @pytest.fixture
 async def running(
-    paced_server: tuple[PacedBotServer, Db, int], telegram: FakeTelegram
+    paced_server: tuple[BotServer, Db, int], telegram: FakeTelegram
 ) -> AsyncIterator[tuple[BotServer, Db, FakeTelegram, int]]:
     """The paced bot with empty tables, a clean fake Bot API and an administrator of this
     test's own (calls a previous test left hanging in the fake never count here)."""
