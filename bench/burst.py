@@ -42,8 +42,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bench.load import Client
 from bench.run import (
     ADMINS,
@@ -61,10 +59,10 @@ from bench.run import (
     percentile,
     python,
     server_env,
-    with_db,
 )
 from bench.saving import save
 from sosekni.standin import run_fast
+from tests.harness import Db, bot_message, callback, message, user
 
 APPROVER, OTHER = ADMINS
 CLIENT_BASE = 300_000_000
@@ -122,47 +120,24 @@ def parse_tree(value: str) -> Tree:
 # ---------------------------------------------------------------------------- updates
 
 
-def _user(user_id: int, name: str) -> dict[str, Any]:
-    return {"id": user_id, "is_bot": False, "first_name": name, "language_code": "en"}
-
-
 def request_update(index: int) -> tuple[int, dict[str, Any]]:
     """(client id, the `/request` update of the index-th new client)."""
     client = CLIENT_BASE + index
     text = f"/request I am client {client}, moving in on opening day"
-    update = {
-        "update_id": REQUEST_UPDATE_BASE + index,
-        "message": {
-            "message_id": 1,
-            "date": int(time.time()),
-            "chat": {"id": client, "type": "private", "first_name": f"C{client}"},
-            "from": _user(client, f"C{client}"),
-            "text": text,
-            "entities": [{"type": "bot_command", "offset": 0, "length": len("/request")}],
-        },
-    }
-    return client, update
+    sender = user(client, f"C{client}", username=None)
+    return client, message(sender, text, update_id=REQUEST_UPDATE_BASE + index)
 
 
 def tap_update(index: int, request_id: int, message_id: int) -> tuple[str, dict[str, Any]]:
     """(callback_query id, administrator 1001's Approve tap on that request's message)."""
     cbq_id = f"burst-tap-{index}"
-    update = {
-        "update_id": TAP_UPDATE_BASE + index,
-        "callback_query": {
-            "id": cbq_id,
-            "from": _user(APPROVER, f"Admin{APPROVER}"),
-            "chat_instance": "burst",
-            "data": f"approve:{request_id}",
-            "message": {
-                "message_id": message_id,
-                "date": int(time.time()),
-                "chat": {"id": APPROVER, "type": "private"},
-                "from": {"id": 123456, "is_bot": True, "first_name": "SOSenki Test"},
-                "text": f"Access request #{request_id}",
-            },
-        },
-    }
+    update = callback(
+        user(APPROVER, f"Admin{APPROVER}", username=None),
+        f"approve:{request_id}",
+        bot_message(APPROVER, message_id, f"Access request #{request_id}"),
+        update_id=TAP_UPDATE_BASE + index,
+        query_id=cbq_id,
+    )
     return cbq_id, update
 
 
@@ -304,29 +279,20 @@ class Calls:
 
 
 async def requests_stored(url: str, clients: list[int]) -> list[dict[str, Any]]:
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT id, client_telegram_id, status, submitted_at FROM client_request "
-            "WHERE client_telegram_id = ANY($1::bigint[]) ORDER BY id",
-            clients,
-        )
-    finally:
-        await conn.close()
-    return [dict(r) for r in rows]
+    return await Db(url).fetch(
+        "SELECT id, client_telegram_id, status, submitted_at FROM client_request "
+        "WHERE client_telegram_id = ANY({}::bigint[]) ORDER BY id",
+        clients,
+    )
 
 
 async def outbox_state(url: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(url)
-    try:
-        outbox = dict(await conn.fetch("SELECT status, count(*) FROM outbox_message GROUP BY 1"))
-        inbox = dict(await conn.fetch("SELECT status, count(*) FROM inbox_update GROUP BY 1"))
-    finally:
-        await conn.close()
-    return {
-        "outbox": {k: int(v) for k, v in outbox.items()},
-        "inbox": {k: int(v) for k, v in inbox.items()},
-    }
+    db = Db(url)
+    found = {}
+    for table in ("outbox_message", "inbox_update"):
+        rows = await db.fetch(f"SELECT status, count(*) AS n FROM {table} GROUP BY 1")
+        found[table.split("_")[0]] = {r["status"]: int(r["n"]) for r in rows}
+    return found
 
 
 # ------------------------------------------------------------------------------ one run
@@ -357,18 +323,17 @@ async def one_run(
     tag = f"{tree.label}-n{n}-{repeat}"
     tree_state = tree.describe()  # a tree may change between runs (someone at work in it)
     fake.reset()
-    name = await db.fresh(fake.base_url, tree.ops, tree.path)
-    url = with_db(db.admin_dsn, name)
+    url = await db.fresh(fake.base_url, tree.ops, tree.path)
     server = Server(
-        Config("sosekni", 1, 0.0, 0),
-        server_env(url, fake.base_url),
-        workdir / f"{tag}.log",
+        config=Config("sosekni", 1, 0.0, 0),
+        env=server_env(url, fake.base_url),
+        log_path=workdir / f"{tag}.log",
         ops=tree.ops,
         cwd=tree.path,
     )
     calls = Calls(fake)
     try:
-        server.start()
+        server.start(timeout=90)
         calls.poll()  # start-up calls (getMe …) are in `all` but no chat message is
         webhook = f"{server.url}/webhook/telegram"
 
@@ -453,7 +418,7 @@ async def one_run(
         return result
     finally:
         server.stop()
-        await db.drop(name)
+        await db.drop(url)
 
 
 def _waiting(

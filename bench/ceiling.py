@@ -7,10 +7,10 @@ Run: ``python -m bench.ceiling --port 8080 --workers 2``.
 
 from __future__ import annotations
 
-import argparse
-
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
+
+from bench.serve import arguments, serve
 
 OK = b'{"ok":true}'
 
@@ -27,17 +27,7 @@ def create_app() -> Sanic:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    from sanic.worker.loader import AppLoader
-
-    loader = AppLoader(factory=create_app)
-    app = loader.load()
-    app.prepare(host=args.host, port=args.port, workers=args.workers, access_log=False)
-    Sanic.serve(primary=app, app_loader=loader)
+    serve(create_app, arguments(__doc__))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sosekni.standin import run_fast
+from tests.harness import bot_message, callback, message, user
 
 MIX = {
     "request": 0.40,
@@ -62,10 +63,6 @@ class Plan:
     lang: str = "en"
 
 
-def _user(user_id: int, name: str) -> dict[str, Any]:
-    return {"id": user_id, "is_bot": False, "first_name": name, "language_code": "en"}
-
-
 class Mix:
     """Builds the next update of the mix; remembers what it sent for follow-ups."""
 
@@ -86,40 +83,17 @@ class Mix:
         self.next_update += 1
         return self.next_update
 
-    def _message(self, sender: dict[str, Any], text: str) -> dict[str, Any]:
-        update_id = self._update_id()
-        msg: dict[str, Any] = {
-            "message_id": update_id % 2**31,
-            "date": int(time.time()),
-            "chat": {"id": sender["id"], "type": "private", "first_name": sender["first_name"]},
-            "from": sender,
-            "text": text,
-        }
-        if text.startswith("/"):
-            command = text.split(maxsplit=1)[0]
-            msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
-        return {"update_id": update_id, "message": msg}
+    def _message(self, client: int, text: str) -> dict[str, Any]:
+        """`text` from client `client` (first name C<id>, no username)."""
+        sender = user(client, f"C{client}", username=None)
+        return message(sender, text, update_id=self._update_id())
 
     def _tap(self, admin: int, data: str) -> tuple[dict[str, Any], str]:
         self.callback += 1
         cbq_id = f"cbq{self.callback}"
-        update = {
-            "update_id": self._update_id(),
-            "callback_query": {
-                "id": cbq_id,
-                "from": _user(admin, f"Admin{admin}"),
-                "chat_instance": "bench",
-                "data": data,
-                "message": {
-                    "message_id": 1,
-                    "date": int(time.time()),
-                    "chat": {"id": admin, "type": "private"},
-                    "from": {"id": 123456, "is_bot": True, "first_name": "SOSenki Test"},
-                    "text": "card",
-                },
-            },
-        }
-        return update, cbq_id
+        sender = user(admin, f"Admin{admin}", username=None)
+        on = bot_message(admin, 1, "card")
+        return callback(sender, data, on, update_id=self._update_id(), query_id=cbq_id), cbq_id
 
     def _follow_up_client(self, now: float) -> int | None:
         """A client who asked at least FOLLOW_UP_AFTER_S ago and has room for a message."""
@@ -140,7 +114,7 @@ class Mix:
                 kind = "request"
             else:
                 text = "/request again" if kind == "duplicate" else "/status"
-                update = self._message(_user(client, f"C{client}"), text)
+                update = self._message(client, text)
                 category = "already_pending" if kind == "duplicate" else "status"
                 return self._done(now, update, kind, [(f"chat:{client}", category)])
         if kind == "redelivery":
@@ -169,7 +143,7 @@ class Mix:
             kind = "request"
         self.next_client += 1
         client = self.next_client
-        update = self._message(_user(client, f"C{client}"), f"/request I am client {client}")
+        update = self._message(client, f"/request I am client {client}")
         self.clients.append((now, client, 1))
         return self._done(now, update, "request", [(f"chat:{client}", "received")])
 

@@ -20,7 +20,6 @@ Settings come from the same environment variables as `sosekni-ops serve`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -30,9 +29,9 @@ from contextlib import asynccontextmanager
 from telegram import Bot
 from telegram.ext import Application
 
-from sosekni import logs
+from bench.serve import arguments, bot_settings
 from sosekni.bot import ALLOWED_UPDATES, application_builder, with_handlers
-from sosekni.config import Settings, load_settings
+from sosekni.config import Settings
 from sosekni.db import bind, close_pool, engine_for, open_pool, sql, transaction, utcnow
 from sosekni.services import admins
 from sosekni.services import requests as request_services
@@ -102,12 +101,8 @@ def build(settings: Settings) -> Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    args = parser.parse_args()
-    settings = load_settings(need_token=True, need_webhook_secret=True)
-    logs.configure(settings.log_level, settings.log_format, settings.secrets)
+    args = arguments(__doc__, workers=False)
+    settings = bot_settings()
     request_services.unit_of_work = direct_unit_of_work  # type: ignore[assignment]
     application = build(settings)
     application.run_webhook(

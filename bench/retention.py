@@ -36,12 +36,12 @@ import sosekni.delivery.inbox
 import sosekni.delivery.outbox
 import sosekni.metrics
 from bench.saving import save
-from sosekni import migrations
 from sosekni.db import bind, engine_for, sql
 from sosekni.delivery import retention
 from sosekni.delivery.lease import lease_for
 from sosekni.delivery.outbox import OutboxSender
 from sosekni.delivery.policy import DEFAULT_POLICY
+from tests.harness import migrate_in_process
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOW = datetime.now(UTC)
@@ -74,12 +74,7 @@ BEFORE_ARGS = {"inbox claim": ("token", NOW + timedelta(seconds=60), NOW, NOW, 1
 
 def build(path: Path, rows: int) -> None:
     """The schema by the real migrations, then the rows in bulk (one statement each)."""
-
-    async def migrate() -> None:
-        bind(engine_for(f"sqlite:///{path}"))
-        await migrations.forwards()
-
-    asyncio.run(migrate())
+    migrate_in_process(f"sqlite:///{path}")
     old = str(NOW - timedelta(days=45))  # past both retentions
     series = "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) "
     with sqlite3.connect(path) as db:

@@ -21,8 +21,6 @@ import itertools
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,22 +28,31 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 
 from bench import procstats
 from bench.saving import save
+from tests.fakes.postgres import create_database, drop_database
+from tests.harness import (
+    ROOT,
+    SECRET,
+    TOKEN,
+    BotServer,
+    Db,
+    MigratedTemplates,
+    base_env,
+    clone_database,
+    run_ops,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-TOKEN = "123456:BENCH-fake-token"
-SECRET = "bench-webhook-secret_42"
 ADMINS = (1001, 1002)
 SEEDED_CLIENT_BASE = 500_000_000
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -83,17 +90,6 @@ class Config:
 # ------------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def with_db(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 def percentile(values: list[float], q: float) -> float | None:
     """The q-th percentile (0-100), nearest rank; inf values count (they are the unfinished)."""
     if not values:
@@ -127,11 +123,6 @@ def python() -> str:
     return sys.executable
 
 
-def ops_command() -> list[str]:
-    script = Path(sys.executable).with_name("sosekni-ops")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "ops.cli"]
-
-
 def peer_command() -> list[str]:
     if importlib.util.find_spec("tornado") is None:
         raise RuntimeError("the PTB peer needs tornado: run `uv sync` (a development dependency)")
@@ -142,31 +133,31 @@ def peer_command() -> list[str]:
 
 
 class Database:
-    """Bench databases on one Postgres server: migrated, seeded templates and per-run copies."""
+    """Bench databases on one Postgres server, all named ``sosekni_bench_<tag>_…``.
+
+    The harness's migrated template (`tests.harness.MigratedTemplates`, one of the bench's
+    own) is copied once per seed count and seeded; each run gets a copy of that. `fresh`
+    databases are migrated by a tree's own `sosekni-ops migrate` instead (another checkout's
+    migrations may differ from this one's).
+    """
 
     def __init__(self, admin_dsn: str, tag: str) -> None:
         self.admin_dsn = admin_dsn
         self.tag = tag
+        self.prefix = f"sosekni_bench_{tag}"
+        self.migrated = MigratedTemplates(prefix=f"{self.prefix}_template")
         self.templates: dict[int, str] = {}
         self.pending: dict[int, list[list[int]]] = {}
         self.created: list[str] = []
 
-    async def _admin(self, query: str) -> None:
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            await conn.execute(query)
-        finally:
-            await conn.close()
-
-    async def template(self, seeds: int, api: str) -> str:
+    async def template(self, seeds: int) -> str:
+        """The URL of the migrated template with `seeds` stored requests, made on first use."""
         if seeds in self.templates:
             return self.templates[seeds]
-        name = f"sosekni_bench_{self.tag}_tmpl_{seeds}"
-        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await self._admin(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        url = with_db(self.admin_dsn, name)
-        await asyncio.to_thread(migrate, url, api)
+        url = await asyncio.to_thread(
+            self.migrated.postgres_copy, self.admin_dsn, f"{self.prefix}_tmpl_{seeds}"
+        )
+        self.created.append(url)
         conn = await asyncpg.connect(url)
         try:
             await seed(conn, seeds)
@@ -177,44 +168,37 @@ class Database:
         finally:
             await conn.close()
         self.pending[seeds] = [[r["id"], r["client_telegram_id"]] for r in rows]
-        self.templates[seeds] = name
-        return name
+        self.templates[seeds] = url
+        return url
 
-    async def copy(self, seeds: int, api: str) -> str:
-        template = await self.template(seeds, api)
-        name = f"sosekni_bench_{self.tag}_{uuid.uuid4().hex[:8]}"
-        await self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        self.created.append(name)
-        return name
+    async def copy(self, seeds: int) -> str:
+        """The URL of a new database copied from the `seeds` template."""
+        template = await self.template(seeds)
+        url = await asyncio.to_thread(clone_database, self.admin_dsn, template, self.prefix)
+        self.created.append(url)
+        return url
 
     async def fresh(self, api: str, ops: list[str] | None = None, cwd: Path = ROOT) -> str:
         """A new empty database migrated by `ops` (a `sosekni-ops` command; default this tree's)."""
-        name = f"sosekni_bench_{self.tag}_{uuid.uuid4().hex[:8]}"
-        await self._admin(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        await asyncio.to_thread(migrate, with_db(self.admin_dsn, name), api, ops, cwd)
-        return name
+        url = await asyncio.to_thread(create_database, self.admin_dsn, self.prefix)
+        self.created.append(url)
+        await asyncio.to_thread(migrate, url, api, ops, cwd)
+        return url
 
-    async def drop(self, name: str) -> None:
-        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async def drop(self, url: str) -> None:
+        await asyncio.to_thread(drop_database, self.admin_dsn, url)
         with contextlib.suppress(ValueError):
-            self.created.remove(name)
+            self.created.remove(url)
 
     async def drop_all(self) -> None:
-        for name in list(self.created):
+        for url in list(self.created):
             with contextlib.suppress(Exception):
-                await self.drop(name)
+                await self.drop(url)
+        await asyncio.to_thread(self.migrated.drop_postgres, self.admin_dsn)
 
 
 def migrate(url: str, api: str, ops: list[str] | None = None, cwd: Path = ROOT) -> None:
-    done = subprocess.run(
-        [*(ops or ops_command()), "migrate"],
-        env=server_env(url, api),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_ops("migrate", env=server_env(url, api), timeout=300, ops=ops, cwd=cwd)
     if done.returncode != 0:
         raise RuntimeError(f"migrate failed: {done.stdout}{done.stderr}")
 
@@ -299,12 +283,10 @@ def pg_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {"db": db, "tables": tables}
 
 
-async def backend_pids(admin_dsn: str, name: str) -> list[int]:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", name)
-    finally:
-        await conn.close()
+async def backend_pids(admin_dsn: str, url: str) -> list[int]:
+    """The Postgres backends serving the database of `url`."""
+    name = urlsplit(url).path.lstrip("/")
+    rows = await Db(admin_dsn).fetch("SELECT pid FROM pg_stat_activity WHERE datname = {}", name)
     return [r["pid"] for r in rows]
 
 
@@ -321,101 +303,61 @@ def backend_cpu(pids: list[int]) -> dict[int, float]:
 
 
 def server_env(database_url: str, api: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "WEBHOOK_"))}
-    env.update(
-        TELEGRAM_BOT_TOKEN=TOKEN,
-        WEBHOOK_SECRET=SECRET,
-        DATABASE_URL=database_url,
-        TELEGRAM_API_BASE_URL=api,
-        ADMIN_TELEGRAM_ID=",".join(str(a) for a in ADMINS),
-        LOG_LEVEL="INFO",
-        SOSEKNI_ENV_FILE="/nonexistent/.env",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    """The harness's server environment, with the bench's two administrators."""
+    admins = ",".join(str(a) for a in ADMINS)
+    return base_env(database_url, api, ADMIN_TELEGRAM_ID=admins, PYTHONUNBUFFERED="1", **extra)
 
 
-@dataclass
-class Server:
+@dataclass(kw_only=True)
+class Server(BotServer):
+    """The server under test of one configuration: the bot, bare Sanic or the PTB peer.
+
+    The harness's server runner with other commands for the baselines and the instrumented
+    wrapper (`bench.serve`), and, for the baselines, another sign that they are serving.
+    """
+
     config: Config
-    env: dict[str, str]
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
     profile: str | None = None
     sql_counts: str | None = None
-    ops: list[str] | None = None  # the `sosekni-ops` command (default: this tree's)
-    cwd: Path = ROOT  # where the server runs (another checkout for a before/after run)
+    poll_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.workers = self.config.workers
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def name(self) -> str:
+        return self.config.system
 
-    def command(self) -> list[str]:
+    def command(self) -> tuple[list[str], dict[str, str]]:
         c = self.config
-        port = ["--port", str(self.port)]
-        if c.system == "ceiling":
-            return [python(), "-m", "bench.ceiling", *port, "--workers", str(c.workers)]
-        if c.system == "peer":
-            return [*peer_command(), *port]
-        if c.limits == "lifted" or self.profile or self.sql_counts:
-            return [python(), "-m", "bench.serve", *port, "--workers", str(c.workers)]
-        return [*(self.ops or ops_command()), "serve", *port, "--workers", str(c.workers)]
-
-    def start(self, timeout: float = 90) -> None:
         env = dict(self.env)
-        if self.config.limits == "lifted":
+        if c.limits == "lifted":
             env["BENCH_LIFT_LIMITS"] = "1"
         if self.profile:
             env["BENCH_PROFILE"] = self.profile
         if self.sql_counts:
             env["BENCH_SQL_COUNTS"] = self.sql_counts
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command(),
-                env=env,
-                cwd=self.cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.config.system} exited:\n{self.log()[-3000:]}")
-            if self._ready():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.config.system} not ready in {timeout}s:\n{self.log()[-3000:]}")
+        port = ["--port", str(self.port)]
+        if c.system == "ceiling":
+            return [python(), "-m", "bench.ceiling", *port, "--workers", str(c.workers)], env
+        if c.system == "peer":
+            return [*peer_command(), *port], env
+        if c.limits == "lifted" or self.profile or self.sql_counts:
+            return [python(), "-m", "bench.serve", *port, "--workers", str(c.workers)], env
+        return super().command()[0], env
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         system = self.config.system
-        if system == "sosekni" and self.log().count("SoSenkiTestBot ready") < self.config.workers:
-            return False
+        if system == "sosekni":
+            return super().ready()
         if system == "peer" and "peer @SoSenkiTestBot ready" not in self.log():
             return False
         try:
-            if system == "sosekni":
-                return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
             # a wrong secret: the peer answers 403, bare Sanic 200; either way it is serving
             answer = httpx.post(f"{self.url}/webhook/telegram", content=b"{}", timeout=2)
             return answer.status_code in (200, 403)
         except httpx.HTTPError:
             return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 class FakeApi:
@@ -529,11 +471,12 @@ async def one_run(
     workdir: Path,
     profile: bool = False,
 ) -> dict[str, Any]:
-    name = await db.copy(config.seeds, fake.base_url)
-    url = with_db(db.admin_dsn, name)
+    url = await db.copy(config.seeds)
     c = config
     tag = f"{c.system}-w{c.workers}-r{c.rate:g}-s{c.seeds}-{c.limits}-{repeat}"
-    server = Server(config, server_env(url, fake.base_url), workdir / f"{tag}.log")
+    server = Server(
+        config=config, env=server_env(url, fake.base_url), log_path=workdir / f"{tag}.log"
+    )
     if profile:
         server.profile = str(workdir / f"profile-{tag}")
         server.sql_counts = str(workdir / f"sql-{tag}")
@@ -541,12 +484,12 @@ async def one_run(
     try:
         fake.reset()
         pg_before = await pg_snapshot(url)
-        server.start()
+        server.start(timeout=90)
         assert server.process is not None
         fake.new_calls()  # start-up calls (getMe, setWebhook) are not the load's
         procs = procstats.python_processes(server.process.pid)
         cpu_before = procstats.cpu_by_pid(procs)
-        db_cpu_before = backend_cpu(await backend_pids(db.admin_dsn, name))
+        db_cpu_before = backend_cpu(await backend_pids(db.admin_dsn, url))
         fake_cpu_before = fake.cpu()
 
         plan_path = workdir / f"plan-{tag}.json"
@@ -577,8 +520,8 @@ async def one_run(
         while True:
             matcher.feed(fake.new_calls())
             if config.system == "sosekni":
-                inbox_left = await scalar(
-                    url, "SELECT count(*) FROM inbox_update WHERE status IN ('new', 'processing')"
+                inbox_left = await Db(url).value(
+                    "SELECT count(*) FROM inbox_update WHERE status IN ('new', 'processing')"
                 )
             if (matcher.unmatched() == 0 and inbox_left == 0) or time.monotonic() > deadline:
                 break
@@ -592,7 +535,7 @@ async def one_run(
             peak[p.pid] = max(peak.get(p.pid, 0.0), p.peak_rss_mb)
         cpu = procstats.cpu_delta(cpu_before, procstats.cpu_by_pid(procs))
         db_cpu = procstats.cpu_delta(
-            db_cpu_before, backend_cpu(await backend_pids(db.admin_dsn, name))
+            db_cpu_before, backend_cpu(await backend_pids(db.admin_dsn, url))
         )
         fake_cpu = fake.cpu() - fake_cpu_before
         bot_facts = await bot_state(url, loaded) if config.system == "sosekni" else {}
@@ -625,20 +568,12 @@ async def one_run(
             result["sql_counts"] = files(workdir, f"sql-{tag}-*.json")
     finally:
         server.stop()
-        await db.drop(name)
+        await db.drop(url)
     return result
 
 
 def files(folder: Path, pattern: str) -> list[str]:
     return sorted(str(p) for p in folder.glob(pattern))
-
-
-async def scalar(url: str, query: str) -> Any:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetchval(query)
-    finally:
-        await conn.close()
 
 
 async def bot_state(url: str, loaded: dict[str, Any]) -> dict[str, Any]:

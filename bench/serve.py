@@ -25,9 +25,13 @@ import json
 import os
 import re
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sanic import Sanic
+
+if TYPE_CHECKING:
+    from sosekni.config import Settings
 
 
 def _write(path: str, text: str) -> None:
@@ -93,23 +97,40 @@ def create_bench_app() -> Sanic:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def arguments(description: str | None, workers: bool = True) -> argparse.Namespace:
+    """The command line every bench server takes: --host, --port and (Sanic's) --workers."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    from sanic.worker.loader import AppLoader
+    if workers:
+        parser.add_argument("--workers", type=int, default=1)
+    return parser.parse_args()
 
+
+def bot_settings() -> Settings:
+    """The bot's settings from the environment, and its logging, as `sosekni-ops serve` has."""
     from sosekni import logs
     from sosekni.config import load_settings
 
     settings = load_settings(need_token=True, need_webhook_secret=True)
     logs.configure(settings.log_level, settings.log_format, settings.secrets)
-    loader = AppLoader(factory=create_bench_app)
+    return settings
+
+
+def serve(factory: Callable[[], Sanic], args: argparse.Namespace) -> None:
+    """Sanic's worker model on `factory`'s app, as `sosekni-ops serve` runs the bot's."""
+    from sanic.worker.loader import AppLoader
+
+    loader = AppLoader(factory=factory)
     app = loader.load()
     app.prepare(host=args.host, port=args.port, workers=args.workers, access_log=False)
     Sanic.serve(primary=app, app_loader=loader)
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    bot_settings()
+    serve(create_bench_app, args)
 
 
 if __name__ == "__main__":

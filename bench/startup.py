@@ -28,13 +28,13 @@ import argparse
 import asyncio
 import shlex
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from bench.run import ROOT, Config, Database, FakeApi, Server, ops_command, server_env, with_db
+from bench.run import ROOT, Config, Database, FakeApi, Server, server_env
+from tests.harness import ops_command, run_ops
 
 CLI_CASES: tuple[tuple[str, ...], ...] = (("--help",), ("migrate", "--help"), ("releases",))
 
@@ -42,7 +42,7 @@ CLI_CASES: tuple[tuple[str, ...], ...] = (("--help",), ("migrate", "--help"), ("
 def time_cli(ops: list[str], args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> float:
     """Seconds from spawn to exit of one `sosekni-ops ARGS` (which must succeed)."""
     started = time.perf_counter()
-    done = subprocess.run([*ops, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    done = run_ops(*args, env=env, columns="100", ops=ops, cwd=cwd)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"sosekni-ops {' '.join(args)} failed: {done.stderr.strip()}")
@@ -55,9 +55,9 @@ def time_serve(
     """Seconds from spawning `serve` until it is ready: on `url`, or a fresh SQLite file."""
     name = f"serve-{time.monotonic_ns()}"
     server = Server(
-        Config("sosekni", workers, 0, 0),
-        server_env(url or f"sqlite:///{folder / name}.db", api.base_url),
-        folder / f"{name}.log",
+        config=Config("sosekni", workers, 0, 0),
+        env=server_env(url or f"sqlite:///{folder / name}.db", api.base_url),
+        log_path=folder / f"{name}.log",
         ops=ops,
         cwd=cwd,
     )
@@ -79,10 +79,9 @@ def postgres_figures(
         for workers in args.workers:
             runs = []
             for _ in range(args.serve_repeats):
-                name = asyncio.run(database.fresh(api.base_url, ops, args.cwd))
-                url = with_db(args.postgres, name)
+                url = asyncio.run(database.fresh(api.base_url, ops, args.cwd))
                 runs.append(time_serve(ops, args.cwd, api, workers, folder, url))
-                asyncio.run(database.drop(name))
+                asyncio.run(database.drop(url))
             figures[f"serve --workers {workers} until ready (Postgres)"] = statistics.median(runs)
     finally:
         asyncio.run(database.drop_all())
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="sosekni-startup-") as tmp:
         folder = Path(tmp)
         env = server_env(f"sqlite:///{folder / 'cli.db'}", "http://127.0.0.1:9")
-        env |= {"DEPLOY_ROOT": str(folder / "deploy"), "COLUMNS": "100"}
+        env |= {"DEPLOY_ROOT": str(folder / "deploy")}
         for case in CLI_CASES if args.repeats > 0 else ():
             time_cli(ops, case, args.cwd, env)  # warm the bytecode and the page cache
             runs = [time_cli(ops, case, args.cwd, env) for _ in range(args.repeats)]

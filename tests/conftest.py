@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ import pytest
 
 from sosekni.standin import FakeTelegram
 from tests.fakes.postgres import create_database, drop_database, postgres_server
-from tests.harness import COLUMNS, SECRET, TEMPLATES, TOKEN, BotServer, Db, base_env, on_database
+from tests.harness import COLUMNS, SECRET, TEMPLATES, TOKEN, BotServer, Db, base_env
 
 if TYPE_CHECKING:
     from sanic import Sanic
@@ -64,16 +64,24 @@ def postgres_url(postgres_admin_dsn: str) -> Iterator[str]:
     drop_database(postgres_admin_dsn, dsn)
 
 
+@contextlib.contextmanager
+def migrated_copy(backend: str, request: pytest.FixtureRequest, tmp: Path) -> Iterator[str]:
+    """A migrated database of `backend` of its own (a copy of the session's template; a
+    SQLite file in `tmp`), dropped on leaving. Only Postgres asks for the Postgres server."""
+    admin_dsn = request.getfixturevalue("postgres_admin_dsn") if backend == "postgres" else None
+    url = TEMPLATES.copy(backend, admin_dsn, tmp)
+    try:
+        yield url
+    finally:
+        if admin_dsn is not None:
+            drop_database(admin_dsn, url)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated database of each engine, of its own, for in-process tests."""
-    admin_dsn = (
-        request.getfixturevalue("postgres_admin_dsn") if request.param == "postgres" else None
-    )
-    url = TEMPLATES.copy(request.param, admin_dsn, tmp_path)
-    yield url
-    if admin_dsn is not None:
-        drop_database(admin_dsn, url)
+    with migrated_copy(request.param, request, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -100,35 +108,85 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(
-    backend: str,
-    fake_telegram: FakeTelegram,
+def module_database(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One migrated database per module and backend, for servers the module starts itself."""
+    with migrated_copy(backend, request, tmp_path_factory.mktemp(f"db-{backend}")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_bot(
+    url: str,
+    api: str,
+    log_path: Path,
+    *,
+    workers: int = 1,
+    runner: Callable[..., BotServer] = BotServer,
+    **env: str,
+) -> Iterator[tuple[BotServer, Db]]:
+    """`sosekni-ops serve --workers N` on `url` (with `env` over `base_env`) and a probe of
+    its database; stopped on leaving (stopping it before is fine). `runner` is the server
+    class (e.g. `PacedBotServer`)."""
+    server = runner(base_env(url, api, **env), workers=workers, log_path=log_path)
+    try:
+        server.start()
+        yield server, Db(url)
+    finally:
+        server.stop()
+
+
+StartBot = Callable[..., tuple[BotServer, Db]]
+
+
+@pytest.fixture
+def start_bot(
     request: pytest.FixtureRequest,
+    fake_telegram: FakeTelegram,
     tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[StartBot]:
+    """The server factory: `start_bot(backend="postgres", workers=1, url=None, **env)` runs
+    the bot against the fake Bot API until the test ends, on a migrated database of its own
+    (or on `url`, the caller's); `env` goes over `base_env`."""
+    with contextlib.ExitStack() as stack:
+
+        def start(
+            backend: str = "postgres", workers: int = 1, url: str | None = None, **env: str
+        ) -> tuple[BotServer, Db]:
+            tmp = tmp_path_factory.mktemp(f"bot-{backend}")
+            if url is None:
+                url = stack.enter_context(migrated_copy(backend, request, tmp))
+            api = fake_telegram.base_url
+            running = running_bot(url, api, tmp / "serve.log", workers=workers, **env)
+            return stack.enter_context(running)
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def server(
+    module_database: str, fake_telegram: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[BotServer, Db]]:
     """One running bot per module and backend, on a migrated database of its own."""
-    admin_dsn = request.getfixturevalue("postgres_admin_dsn") if backend == "postgres" else None
-    tmp = tmp_path_factory.mktemp(f"bot-{backend}")
-    url = migrated_database(backend, admin_dsn, tmp)
-    bot = BotServer(base_env(url, fake_telegram.base_url), log_path=tmp / "serve.log").start()
-    yield bot, Db(url)
-    bot.stop()
-    if admin_dsn is not None:
-        drop_database(admin_dsn, url)
+    log_path = tmp_path_factory.mktemp("bot") / "serve.log"
+    with running_bot(module_database, fake_telegram.base_url, log_path) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def two_workers(
-    fake_telegram: FakeTelegram, postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    fake_telegram: FakeTelegram,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[BotServer, Db]]:
     """A `serve --workers 2` of this module's own on Postgres: its counters start at zero."""
     tmp = tmp_path_factory.mktemp("workers")
-    url = migrated_database("postgres", postgres_admin_dsn, tmp)
-    server = BotServer(base_env(url, fake_telegram.base_url), workers=2, log_path=tmp / "serve.log")
-    server.start()
-    yield server, Db(url)
-    server.stop()
-    drop_database(postgres_admin_dsn, url)
+    with (
+        migrated_copy("postgres", request, tmp) as url,
+        running_bot(url, fake_telegram.base_url, tmp / "serve.log", workers=2) as running,
+    ):
+        yield running
 
 
 @pytest.fixture
@@ -245,17 +303,8 @@ def webhook_database(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """One migrated database per module and engine for `webhook_app`, emptied per test."""
-    from sosekni import migrations
-
-    admin_dsn = request.getfixturevalue("postgres_admin_dsn") if backend == "postgres" else None
-    if admin_dsn is not None:
-        url = create_database(admin_dsn)
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('webhook-app') / 'bot.db'}"
-    on_database(url, migrations.forwards)
-    yield url
-    if admin_dsn is not None:
-        drop_database(admin_dsn, url)
+    with migrated_copy(backend, request, tmp_path_factory.mktemp("webhook-app")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -69,13 +69,29 @@ COLUMNS = 200  # the terminal width `sosekni-ops` gets in tests, in a process or
 
 
 def run_ops(
-    *args: str, env: dict[str, str], timeout: float = 60
+    *args: str,
+    env: dict[str, str],
+    timeout: float = 60,
+    typed: str | None = None,
+    columns: str | None = str(COLUMNS),
+    ops: Sequence[str] | None = None,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `sosekni-ops ARGS` and return the finished process (never raises on exit code)."""
+    """Run `sosekni-ops ARGS` and return the finished process (never raises on exit code).
+
+    `typed` goes to its stdin (None: stdin is at end of file, so no prompt can hang);
+    `columns` is the COLUMNS variable (None leaves it unset, as cron does) so that tables
+    are not wrapped at a terminal's width; `ops` and `cwd` run another tree's command.
+    """
+    env = {k: v for k, v in env.items() if k != "COLUMNS"}
+    if columns is not None:
+        env["COLUMNS"] = columns
     return subprocess.run(
-        [*ops_command(), *args],
-        env={**env, "COLUMNS": str(COLUMNS)},
-        cwd=ROOT,
+        [*(ops or ops_command()), *args],
+        env=env,
+        cwd=cwd,
+        input=typed,
+        stdin=subprocess.DEVNULL if typed is None else None,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -132,6 +148,14 @@ class Db:
             active,
         )
 
+    async def new_admin(
+        self, first_name: str = "Olga", username: str | None = "olga"
+    ) -> dict[str, Any]:
+        """A fresh Telegram user (as `user` makes one), stored as an active administrator."""
+        admin = user(next_id(), first_name, username)
+        await self.add_admin(admin["id"])
+        return admin
+
     async def settle(self, timeout: float = 30) -> None:
         """Wait until every stored update is processed and every due message sent."""
         deadline = time.monotonic() + timeout
@@ -153,21 +177,33 @@ class Db:
 
 @dataclass
 class BotServer:
-    """`sosekni-ops serve` as a real process on a free port."""
+    """`sosekni-ops serve` as a real process on a free port (the benchmark's servers too).
+
+    `ops` and `cwd` run another checkout's `sosekni-ops` (a before/after benchmark);
+    subclasses change `command` and `ready` to run other servers the same way.
+    """
 
     env: dict[str, str]
     workers: int = 1
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    ops: Sequence[str] | None = None
+    cwd: Path = ROOT
+    poll_s: float = 0.1
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def name(self) -> str:
+        return "server"
+
     def command(self) -> tuple[list[str], dict[str, str]]:
         """The server's command line and environment."""
-        argv = [*ops_command(), "serve", "--port", str(self.port), "--workers", str(self.workers)]
+        ops = self.ops or ops_command()
+        argv = [*ops, "serve", "--port", str(self.port), "--workers", str(self.workers)]
         return argv, self.env
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> BotServer:
@@ -180,7 +216,7 @@ class BotServer:
         argv, env = self.command()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                argv, env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         if wait_ready:
@@ -188,22 +224,31 @@ class BotServer:
         return self
 
     def wait_ready(self, timeout: float = 60) -> None:
-        """Until /health answers 200 and every worker has logged that its bot is ready."""
+        """Until `ready()`, polled every `poll_s` seconds; fails if the server exits first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            if self.log().count("SoSenkiTestBot ready") >= self.workers:
-                try:
-                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log()}"
+                )
+            if self.ready():
+                return
+            time.sleep(self.poll_s)
+        raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.log()}")
+
+    def ready(self) -> bool:
+        """/health answers 200 and every worker has logged that its bot is ready."""
+        if self.log().count("SoSenkiTestBot ready") < self.workers:
+            return False
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         """Signal the main process, as systemd's KillMode=mixed does; SIGKILL the group late."""
@@ -367,12 +412,17 @@ def bot_message(chat_id: int, message_id: int, text: str, bot_id: int = 123456) 
 
 
 def callback(
-    sender: dict[str, Any], data: str, on_message: dict[str, Any], update_id: int | None = None
+    sender: dict[str, Any],
+    data: str,
+    on_message: dict[str, Any],
+    update_id: int | None = None,
+    query_id: str | None = None,
 ) -> dict[str, Any]:
+    """A tap on a button of `on_message`; `query_id` names the callback query to answer."""
     return {
         "update_id": update_id if update_id is not None else next_id(),
         "callback_query": {
-            "id": str(next_id()),
+            "id": query_id if query_id is not None else str(next_id()),
             "from": sender,
             "chat_instance": "ci-1",
             "data": data,
@@ -481,11 +531,11 @@ def migrate_in_process(url: str) -> None:
         bind(previous)
 
 
-def clone_database(admin_dsn: str, template_url: str) -> str:
+def clone_database(admin_dsn: str, template_url: str, prefix: str = "sosekni_test") -> str:
     """A new Postgres database created from `template_url` (which must be idle)."""
     from tests.fakes.postgres import create_database
 
-    url = create_database(admin_dsn)
+    url = create_database(admin_dsn, prefix)
     new, template = (urlsplit(u).path.lstrip("/") for u in (url, template_url))
 
     async def clone() -> None:
@@ -509,7 +559,8 @@ class MigratedTemplates:
     testing the real `migrate` command on databases of its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "sosekni_template") -> None:
+        self.prefix = prefix
         self._root: Path | None = None
         self._sqlite: Path | None = None
         self._postgres: dict[str, str] = {}  # admin DSN -> template URL
@@ -531,7 +582,7 @@ class MigratedTemplates:
 
         with self._lock:
             if admin_dsn not in self._postgres:
-                url = create_database(admin_dsn, prefix="sosekni_template")
+                url = create_database(admin_dsn, prefix=self.prefix)
                 migrate_in_process(url)
                 self._postgres[admin_dsn] = url
             return self._postgres[admin_dsn]
@@ -552,11 +603,11 @@ class MigratedTemplates:
         shutil.copyfile(template, path)
         return f"sqlite:///{path}"
 
-    def postgres_copy(self, admin_dsn: str) -> str:
+    def postgres_copy(self, admin_dsn: str, prefix: str = "sosekni_test") -> str:
         """A new Postgres database created from the template (`CREATE DATABASE … TEMPLATE`)."""
         template = self.postgres_template(admin_dsn)
         with self._lock:  # a template must be idle while it is copied
-            return clone_database(admin_dsn, template)
+            return clone_database(admin_dsn, template, prefix)
 
     def copy(self, kind: str, admin_dsn: str | None, where: Path) -> str:
         """A migrated database of `kind` ("sqlite": a file in `where`; "postgres": on

@@ -18,7 +18,6 @@ import re
 import shutil
 import stat
 import subprocess
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,12 +25,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 import sosekni.piccolo_migrations
 from tests.fakes.postgres import create_database, drop_database
-from tests.harness import ROOT, Db, base_env, ops_command, run_ops
+from tests.harness import Db, base_env, clone_database, ops_command, run_ops
 
 API = "http://127.0.0.1:9"  # never called: no backup command talks to Telegram
 ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgres"])
@@ -51,32 +49,10 @@ EXT = {"sqlite": "sqlite3", "postgres": "dump"}
 # ----------------------------------------------------------------------------- helpers
 
 
-async def ops(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`sosekni-ops ARGS` through the harness, in a thread so that several can run at once."""
-    return await asyncio.to_thread(run_ops, *args, env=env)
-
-
-async def ops_typed(
-    *args: str, env: dict[str, str], typed: str | None, columns: str | None = "200"
-) -> subprocess.CompletedProcess[str]:
-    """`sosekni-ops ARGS` with `typed` on its stdin (None: stdin is empty, at end of file).
-
-    `columns` is the COLUMNS variable the harness sets; None leaves it unset, as cron does.
-    """
-    env = {k: v for k, v in env.items() if k != "COLUMNS"}
-    if columns is not None:
-        env["COLUMNS"] = columns
-    return await asyncio.to_thread(
-        subprocess.run,
-        [*ops_command(), *args],
-        env=env,
-        cwd=ROOT,
-        input=typed,
-        stdin=subprocess.DEVNULL if typed is None else None,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+async def ops(*args: str, env: dict[str, str], **how: Any) -> subprocess.CompletedProcess[str]:
+    """`sosekni-ops ARGS` through the harness's `run_ops` (`typed` stdin, `columns`, `ops`),
+    in a thread so that several can run at once."""
+    return await asyncio.to_thread(run_ops, *args, env=env, **how)
 
 
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
@@ -148,22 +124,6 @@ def table_rows(stdout: str) -> list[list[str]]:
 
 def names(directory: Path) -> set[str]:
     return {p.name for p in directory.iterdir()} if directory.exists() else set()
-
-
-def database_from_template(admin_dsn: str, template: str) -> str:
-    """A new Postgres database with the template's schema and rows; returns its DSN."""
-    name = f"sosekni_test_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(admin_dsn, timeout=15)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template.rsplit("/", 1)[1]}"')
-        finally:
-            await conn.close()
-
-    with ThreadPoolExecutor(1) as pool:  # the test's event loop may be running here
-        pool.submit(asyncio.run, create()).result()
-    return f"{admin_dsn.rsplit('/', 1)[0]}/{name}"
 
 
 async def scratch_databases(admin_dsn: str) -> set[str]:
@@ -344,7 +304,7 @@ def site(
     admin_dsn = ""
     if engine == "postgres":
         admin_dsn = request.getfixturevalue("postgres_admin_dsn")
-        url = database_from_template(admin_dsn, templates.urls["postgres"])
+        url = clone_database(admin_dsn, templates.urls["postgres"])
     else:
         shutil.copyfile(templates.urls["sqlite"][len("sqlite:///") :], tmp_path / "bot.db")
         url = f"sqlite:///{tmp_path / 'bot.db'}"
@@ -416,7 +376,7 @@ async def test_restore_brings_back_every_row_of_every_table_and_its_safety_backu
     assert checksum_of(safety).read_text() == sha256sum_line(safety)
 
     # The safety backup, restored with "y" typed at the prompt, brings back the changed state.
-    done = await ops_typed("backup", "restore", str(safety), env=site.env, typed="y\n")
+    done = await ops("backup", "restore", str(safety), env=site.env, typed="y\n")
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith(
@@ -439,8 +399,8 @@ async def test_restore_unconfirmed_or_of_a_damaged_or_other_engine_backup_change
     damage(damaged)
 
     answered_no, no_answer, damaged_done, other_done = await asyncio.gather(
-        ops_typed("backup", "restore", str(backup), env=site.env, typed="n\n"),
-        ops_typed("backup", "restore", str(backup), env=site.env, typed=None),
+        ops("backup", "restore", str(backup), env=site.env, typed="n\n"),
+        ops("backup", "restore", str(backup), env=site.env, typed=None),
         ops("backup", "restore", str(damaged), "--yes", env=site.env),
         ops("backup", "restore", str(templates.backups[other]), "--yes", env=site.env),
     )
@@ -699,7 +659,7 @@ async def test_backup_error_stays_one_line_without_a_terminal_width(tmp_path: Pa
     unreachable = "postgresql://postgres@127.0.0.1:1/sosekni_production_database"
     env = base_env(unreachable, API, BACKUP_DIR=str(tmp_path / "backups"))
 
-    done = await ops_typed("backup", "create", env=env, typed=None, columns=None)
+    done = await ops("backup", "create", env=env, typed=None, columns=None)
 
     assert one_line_error(done).startswith("cannot reach the database sosekni_production_")
 
@@ -733,8 +693,8 @@ async def test_backup_create_reports_a_failing_pg_dump_in_one_line_despite_the_p
     assert names(site.backups) == set(), "no partial file is left behind"
 
 
-def without_versioned_binaries(*args: str) -> list[str]:
-    """`sosekni-ops ARGS` in a private mount namespace where /usr/lib/postgresql is empty.
+def without_versioned_binaries() -> list[str]:
+    """`sosekni-ops` in a private mount namespace where /usr/lib/postgresql is empty.
 
     The system keeps its binaries; only this one process sees them gone.
     """
@@ -742,7 +702,7 @@ def without_versioned_binaries(*args: str) -> list[str]:
     if unshare is None or mount is None or os.geteuid() != 0:
         pytest.fail("hiding /usr/lib/postgresql needs root and util-linux's unshare and mount")
     script = f'{mount} -t tmpfs none /usr/lib/postgresql && exec "$@"'
-    return [unshare, "--mount", "/bin/sh", "-c", script, "sh", *ops_command(), *args]
+    return [unshare, "--mount", "/bin/sh", "-c", script, "sh", *ops_command()]
 
 
 async def test_backup_create_without_pg_dump_names_the_client_package_to_install(
@@ -755,20 +715,8 @@ async def test_backup_create_without_pg_dump_names_the_client_package_to_install
     migrated = await ops("migrate", env=env)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
 
-    command = ["backup", "create"]
-    if Path("/usr/lib/postgresql").exists():
-        command = without_versioned_binaries(*command)
-    else:
-        command = [*ops_command(), *command]
-    done = await asyncio.to_thread(
-        subprocess.run,
-        command,
-        env={**env, "COLUMNS": "200"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    hidden = without_versioned_binaries() if Path("/usr/lib/postgresql").exists() else None
+    done = await ops("backup", "create", env=env, ops=hidden)
 
     assert one_line_error(done) == f"pg_dump is not installed: install postgresql-client-{major}"
     assert names(tmp_path / "b") == set(), "no partial file is left behind"

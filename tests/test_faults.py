@@ -7,6 +7,7 @@ server, makes the fake Bot API fail or hang, or stops the PostgreSQL server unde
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -21,8 +22,8 @@ import pytest
 
 from sosekni import migrations
 from sosekni.standin import FakeTelegram
-from tests.conftest import migrated_database
-from tests.fakes.postgres import ThrowawayCluster, create_database, drop_database
+from tests.conftest import StartBot, migrated_copy, running_bot
+from tests.fakes.postgres import ThrowawayCluster, create_database
 from tests.harness import (
     BotServer,
     Db,
@@ -47,12 +48,11 @@ def kill_group(server: BotServer) -> None:
 
 
 @pytest.fixture
-def postgres_db(postgres_admin_dsn: str, tmp_path: Path) -> Iterator[str]:
+def postgres_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh migrated database (a copy of the session's template: `test_migrations.py`
     tests `migrate`)."""
-    url = migrated_database("postgres", postgres_admin_dsn, tmp_path)
-    yield url
-    drop_database(postgres_admin_dsn, url)
+    with migrated_copy("postgres", request, tmp_path) as url:
+        yield url
 
 
 async def until(db: Db, query: str, timeout: float = 30) -> None:
@@ -184,23 +184,31 @@ async def test_a_kill_in_the_middle_of_sending_resends_only_calls_in_flight(
 
 @pytest.fixture(scope="module")
 def paced_server(
-    postgres_admin_dsn: str, fake_telegram: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[PacedBotServer, Db, int]]:
+    request: pytest.FixtureRequest,
+    fake_telegram: FakeTelegram,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[BotServer, Db, int]]:
     """One bot for the outage tests, backing off 5 times faster than in production (a
     test hook, see `PacedBotServer`), started once: each test empties its tables."""
-    url = migrated_database("postgres", postgres_admin_dsn, tmp_path_factory.mktemp("paced-db"))
+    tmp = tmp_path_factory.mktemp("paced")
     admin = next_id()
-    env = base_env(url, fake_telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
-    log_path = tmp_path_factory.mktemp("paced") / "serve.log"
-    server = PacedBotServer(env, log_path=log_path, backoff_scale=BACKOFF_SCALE).start()
-    yield server, Db(url), admin
-    server.stop()
-    drop_database(postgres_admin_dsn, url)
+    paced = functools.partial(PacedBotServer, backoff_scale=BACKOFF_SCALE)
+    with (
+        migrated_copy("postgres", request, tmp) as url,
+        running_bot(
+            url,
+            fake_telegram.base_url,
+            tmp / "serve.log",
+            runner=paced,
+            ADMIN_TELEGRAM_ID=str(admin),
+        ) as (server, db),
+    ):
+        yield server, db, admin
 
 
 @pytest.fixture
 async def running(
-    paced_server: tuple[PacedBotServer, Db, int], telegram: FakeTelegram
+    paced_server: tuple[BotServer, Db, int], telegram: FakeTelegram
 ) -> AsyncIterator[tuple[BotServer, Db, FakeTelegram, int]]:
     """The paced bot with empty tables, a clean fake Bot API and an administrator of this
     test's own (calls a previous test left hanging in the fake never count here)."""
@@ -303,39 +311,34 @@ def cluster() -> Iterator[ThrowawayCluster]:
 
 
 async def test_database_outage_gives_503_and_recovers_without_restart(
-    cluster: ThrowawayCluster, telegram: FakeTelegram, tmp_path: Path
+    cluster: ThrowawayCluster, start_bot: StartBot, telegram: FakeTelegram
 ) -> None:
     url = create_database(cluster.dsn)
     admin = next_id()
-    env = base_env(url, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin))
     await asyncio.to_thread(on_database, url, migrations.forwards)  # it runs its own loop
-    server = BotServer(env, workers=2, log_path=tmp_path / "serve.log").start()
-    db = Db(url)
-    try:
-        client = user(next_id())
-        assert (await server.post(message(client, "/request before"))).status_code == 200
-        await db.settle()
+    server, db = start_bot(url=url, workers=2, ADMIN_TELEGRAM_ID=str(admin))
+    client = user(next_id())
+    assert (await server.post(message(client, "/request before"))).status_code == 200
+    await db.settle()
 
-        cluster.stop()
-        update = message(user(next_id()), "/request during the outage")
-        assert (await server.post(update)).status_code == 503
-        async with httpx.AsyncClient() as http:
-            health = await http.get(f"{server.url}/health")
-        assert health.status_code == 503 and health.json()["failing"] == ["database"]
+    cluster.stop()
+    update = message(user(next_id()), "/request during the outage")
+    assert (await server.post(update)).status_code == 503
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"{server.url}/health")
+    assert health.status_code == 503 and health.json()["failing"] == ["database"]
 
-        cluster.start()
-        for _ in range(100):  # Telegram redelivers until it gets a 200
-            answer = await server.post(update)
-            if answer.status_code == 200:
-                break
-            await asyncio.sleep(0.2)
-        assert answer.status_code == 200
-        await db.settle(timeout=60)
-        async with httpx.AsyncClient() as http:
-            assert (await http.get(f"{server.url}/health")).status_code == 200
-        sender = update["message"]["from"]["id"]
-        assert telegram.sent_texts(sender)[0].startswith("Your request #")
-        assert len(telegram.shown_requests(admin)) == 2
-        assert server.process is not None and server.process.poll() is None
-    finally:
-        server.stop()
+    cluster.start()
+    for _ in range(100):  # Telegram redelivers until it gets a 200
+        answer = await server.post(update)
+        if answer.status_code == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert answer.status_code == 200
+    await db.settle(timeout=60)
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{server.url}/health")).status_code == 200
+    sender = update["message"]["from"]["id"]
+    assert telegram.sent_texts(sender)[0].startswith("Your request #")
+    assert len(telegram.shown_requests(admin)) == 2
+    assert server.process is not None and server.process.poll() is None

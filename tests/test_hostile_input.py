@@ -741,8 +741,7 @@ async def test_request_with_hostile_unicode_is_stored_confirmed_and_announced(
     case: str,
 ) -> None:
     server, db, tg = bot
-    admin = user(next_id(), "Olga", "olga")
-    await db.add_admin(admin["id"])
+    admin = await db.new_admin()
     client = user(next_id())
     text = UNICODE_REQUESTS[case]
     update = message(client, f"/request {text}")
@@ -791,8 +790,7 @@ async def test_administrator_card_of_a_longest_request_fits_a_telegram_message(
     bot: tuple[BotServer, Db, FakeTelegram],
 ) -> None:
     server, db, tg = bot
-    admin = user(next_id(), "Olga", "olga")
-    await db.add_admin(admin["id"])
+    admin = await db.new_admin()
     client = user(next_id())
     assert (await server.post(message(client, "/request " + "x" * 4096))).status_code == 200
     await db.settle()

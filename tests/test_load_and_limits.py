@@ -6,27 +6,19 @@ import asyncio
 import itertools
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-
-from sosekni import migrations
-from sosekni.db import bind, close_pool, engine_for, open_pool, sql, utcnow
+from sosekni.db import sql, utcnow
 from sosekni.services import requests
 from sosekni.services.requests import Person
 from sosekni.standin import Call, FakeTelegram
-from tests.fakes.postgres import create_database, drop_database
+from tests.conftest import StartBot
 from tests.harness import (
-    BotServer,
     Db,
-    base_env,
     bot_message,
     callback,
     message,
     next_id,
-    run_ops,
     user,
 )
 
@@ -40,32 +32,17 @@ async def wait_until(db: Db, query: str, timeout: float = 60) -> None:
     raise AssertionError(f"still non-zero after {timeout}s: {query}")
 
 
-@pytest.fixture
-def pg(postgres_admin_dsn: str, telegram: FakeTelegram) -> Iterator[str]:
-    url = create_database(postgres_admin_dsn)
-    assert run_ops("migrate", env=base_env(url, telegram.base_url)).returncode == 0
-    yield url
-    drop_database(postgres_admin_dsn, url)
-
-
 async def test_the_same_update_sent_100_times_has_one_effect(
-    pg: str, telegram: FakeTelegram, tmp_path: Path
+    start_bot: StartBot, telegram: FakeTelegram
 ) -> None:
     admin = next_id()
-    server = BotServer(
-        base_env(pg, telegram.base_url, ADMIN_TELEGRAM_ID=str(admin)),
-        workers=2,
-        log_path=tmp_path / "serve.log",
-    ).start()
-    db = Db(pg)
-    try:
-        client = user(next_id())
-        update = message(client, "/request once")
-        answers = await asyncio.gather(*(server.post(update) for _ in range(100)))
-        assert Counter(a.status_code for a in answers) == Counter({200: 100})
-        await db.settle()
-    finally:
-        server.stop()
+    server, db = start_bot(workers=2, ADMIN_TELEGRAM_ID=str(admin))
+    client = user(next_id())
+    update = message(client, "/request once")
+    answers = await asyncio.gather(*(server.post(update) for _ in range(100)))
+    assert Counter(a.status_code for a in answers) == Counter({200: 100})
+    await db.settle()
+    server.stop()
     assert await db.value("SELECT count(*) FROM inbox_update") == 1
     assert await db.value("SELECT count(*) FROM client_request") == 1
     assert len(telegram.sent_texts(client["id"])) == 1
@@ -73,52 +50,49 @@ async def test_the_same_update_sent_100_times_has_one_effect(
 
 
 async def test_four_workers_and_500_concurrent_updates_keep_every_invariant(
-    pg: str, telegram: FakeTelegram, tmp_path: Path
+    start_bot: StartBot, telegram: FakeTelegram
 ) -> None:
     admins = [user(next_id(), f"Admin{n}", None) for n in range(2)]
-    env = base_env(pg, telegram.base_url, ADMIN_TELEGRAM_ID=",".join(str(a["id"]) for a in admins))
-    server = BotServer(env, workers=4, log_path=tmp_path / "serve.log").start()
-    db = Db(pg)
+    admin_ids = ",".join(str(a["id"]) for a in admins)
+    server, db = start_bot(workers=4, ADMIN_TELEGRAM_ID=admin_ids)
     rng = random.Random(7)
     clients = [user(next_id(), f"C{n}", None) for n in range(100)]
     inbox_done = "SELECT count(*) FROM inbox_update WHERE status IN ('new', 'processing')"
-    try:
-        requests_ = [message(c, f"/request I am {c['first_name']}") for c in clients]
-        first = (
-            requests_
-            + rng.sample(requests_, 100)
-            + [message(c, "/status") for c in rng.sample(clients, 50)]
-        )  # 100 requests, 100 redeliveries, 50 status checks: 250
-        rng.shuffle(first)
-        answers = await asyncio.gather(*(server.post(u) for u in first))
-        assert {a.status_code for a in answers} == {200}
-        await wait_until(db, inbox_done)
+    requests_ = [message(c, f"/request I am {c['first_name']}") for c in clients]
+    first = (
+        requests_
+        + rng.sample(requests_, 100)
+        + [message(c, "/status") for c in rng.sample(clients, 50)]
+    )  # 100 requests, 100 redeliveries, 50 status checks: 250
+    rng.shuffle(first)
+    answers = await asyncio.gather(*(server.post(u) for u in first))
+    assert {a.status_code for a in answers} == {200}
+    await wait_until(db, inbox_done)
 
-        ids = {
-            r["client_telegram_id"]: r["id"]
-            for r in await db.fetch("SELECT id, client_telegram_id FROM client_request")
-        }
-        taps = []
-        for c in clients:  # both administrators decide each request, in opposite ways
-            rid = ids[c["id"]]
-            for a, action in zip(admins, rng.sample(["approve", "reject"], 2), strict=True):
-                taps.append(callback(a, f"{action}:{rid}", bot_message(a["id"], 1, "card")))
-        second = (
-            taps + rng.sample(taps, 25) + [message(c, "/status") for c in rng.sample(clients, 25)]
-        )  # 200 decisions, 25 redelivered taps, 25 status checks: 250
-        rng.shuffle(second)
-        answers = await asyncio.gather(*(server.post(u) for u in second))
-        assert {a.status_code for a in answers} == {200}
-        await wait_until(db, inbox_done)
-        client_ids = ",".join(str(c["id"]) for c in clients)
-        await wait_until(
-            db,
-            "SELECT count(*) FROM outbox_message WHERE status IN ('pending', 'sending') "
-            f"AND (chat_id IN ({client_ids}) OR chat_id IS NULL)",
-            timeout=120,
-        )
-    finally:
-        server.stop()
+    ids = {
+        r["client_telegram_id"]: r["id"]
+        for r in await db.fetch("SELECT id, client_telegram_id FROM client_request")
+    }
+    taps = []
+    for c in clients:  # both administrators decide each request, in opposite ways
+        rid = ids[c["id"]]
+        for a, action in zip(admins, rng.sample(["approve", "reject"], 2), strict=True):
+            taps.append(callback(a, f"{action}:{rid}", bot_message(a["id"], 1, "card")))
+    second = (
+        taps + rng.sample(taps, 25) + [message(c, "/status") for c in rng.sample(clients, 25)]
+    )  # 200 decisions, 25 redelivered taps, 25 status checks: 250
+    rng.shuffle(second)
+    answers = await asyncio.gather(*(server.post(u) for u in second))
+    assert {a.status_code for a in answers} == {200}
+    await wait_until(db, inbox_done)
+    client_ids = ",".join(str(c["id"]) for c in clients)
+    await wait_until(
+        db,
+        "SELECT count(*) FROM outbox_message WHERE status IN ('pending', 'sending') "
+        f"AND (chat_id IN ({client_ids}) OR chat_id IS NULL)",
+        timeout=120,
+    )
+    server.stop()
 
     unique_updates = {u["update_id"] for u in first + second}
     assert len(unique_updates) == 100 + 50 + 200 + 25
@@ -158,21 +132,17 @@ def window_counts(calls: list[Call], window: float) -> int:
 
 
 async def test_a_burst_of_200_notifications_keeps_to_telegrams_limits(
-    pg: str, telegram: FakeTelegram, tmp_path: Path
+    start_bot: StartBot, telegram: FakeTelegram
 ) -> None:
     admins = [next_id() for _ in range(200)]
-    env = base_env(pg, telegram.base_url, ADMIN_TELEGRAM_ID=",".join(map(str, admins)))
-    server = BotServer(env, workers=2, log_path=tmp_path / "serve.log").start()
-    db = Db(pg)
+    server, db = start_bot(workers=2, ADMIN_TELEGRAM_ID=",".join(map(str, admins)))
     client = user(next_id())
-    try:
-        assert (await server.post(message(client, "/request hi"))).status_code == 200
-        await db.settle(timeout=60)
-        for _ in range(12):  # then ten more messages to one chat
-            assert (await server.post(message(client, "/status"))).status_code == 200
-        await db.settle(timeout=60)
-    finally:
-        server.stop()
+    assert (await server.post(message(client, "/request hi"))).status_code == 200
+    await db.settle(timeout=60)
+    for _ in range(12):  # then ten more messages to one chat
+        assert (await server.post(message(client, "/status"))).status_code == 200
+    await db.settle(timeout=60)
+    server.stop()
     sent = telegram.calls("sendMessage")
     assert len(sent) == 200 + 1 + 12
     # about 30 per second overall: a full bucket of 30, then 30 per second
@@ -187,25 +157,7 @@ async def test_a_burst_of_200_notifications_keeps_to_telegrams_limits(
 # ----------------------------------------------------------------------------- reminders
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def bound(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The services bound in this process to a migrated database of each engine."""
-    if request.param == "postgres":
-        admin_dsn = request.getfixturevalue("postgres_admin_dsn")
-        url = create_database(admin_dsn)
-    else:
-        url = f"sqlite:///{tmp_path / 'reminders.db'}"
-    engine = engine_for(url)
-    bind(engine)
-    await migrations.forwards()
-    await open_pool(engine)
-    yield url
-    await close_pool(engine)
-    if request.param == "postgres":
-        drop_database(admin_dsn, url)
-
-
-async def test_reminders_come_once_per_period_with_a_controlled_clock(bound: str) -> None:
+async def test_reminders_come_once_per_period_with_a_controlled_clock(bound_database: str) -> None:
     await sql(
         "INSERT INTO administrator (telegram_id, name, active, created_at, updated_at) "
         "VALUES (500, 'a', {}, {}, {}), (501, 'b', {}, {}, {})",
@@ -240,7 +192,7 @@ async def test_reminders_come_once_per_period_with_a_controlled_clock(bound: str
     assert await requests.remind_due(start + 10 * day, day, "en") == []
 
 
-async def test_concurrent_reminder_runs_announce_once(bound: str) -> None:
+async def test_concurrent_reminder_runs_announce_once(bound_database: str) -> None:
     await sql(
         "INSERT INTO administrator (telegram_id, name, active, created_at, updated_at) "
         "VALUES (600, 'a', {}, {}, {})",
@@ -269,46 +221,39 @@ def reminders_of(telegram: FakeTelegram, chat_id: int, request_id: int) -> list[
 
 
 async def test_a_running_server_re_announces_and_stops_after_the_decision(
-    pg: str, telegram: FakeTelegram, tmp_path: Path
+    start_bot: StartBot, telegram: FakeTelegram
 ) -> None:
     admin = user(next_id(), "Olga", None)
     period_s = 2.0
-    env = base_env(
-        pg,
-        telegram.base_url,
-        ADMIN_TELEGRAM_ID=str(admin["id"]),
-        PENDING_REMINDER_HOURS=str(period_s / 3600),
+    server, db = start_bot(
+        workers=2, ADMIN_TELEGRAM_ID=str(admin["id"]), PENDING_REMINDER_HOURS=str(period_s / 3600)
     )
-    server = BotServer(env, workers=2, log_path=tmp_path / "serve.log").start()
-    db = Db(pg)
-    try:
-        client = user(next_id())
-        assert (await server.post(message(client, "/request hi"))).status_code == 200
-        await db.settle()
-        telegram.wait_for(
-            lambda f: sum("Still waiting" in t for t in f.sent_texts(admin["id"])) >= 2,
-            timeout=20,
-        )
-        request_id = await db.value("SELECT id FROM client_request")
-        copy = await db.value("SELECT message_id FROM admin_notification ORDER BY id DESC LIMIT 1")
-        on = bot_message(admin["id"], copy, "card")
-        assert (await server.post(callback(admin, f"approve:{request_id}", on))).status_code == 200
-        await db.settle()
-        reminders_at_decision = len(reminders_of(telegram, admin["id"], request_id))
-        # The signal that the reminder loop ran a period after the decision: a request sent
-        # now is re-announced one period later, by the same query that would have taken the
-        # decided request again (its last reminder came before the decision, so it would be
-        # due by then too).
-        later = user(next_id())
-        assert (await server.post(message(later, "/request later"))).status_code == 200
-        await db.settle()
-        later_id = await db.value(
-            "SELECT id FROM client_request WHERE client_telegram_id = {}", later["id"]
-        )
-        telegram.wait_for(lambda f: reminders_of(f, admin["id"], later_id), timeout=20)
-        await db.settle()
-    finally:
-        server.stop()
+    client = user(next_id())
+    assert (await server.post(message(client, "/request hi"))).status_code == 200
+    await db.settle()
+    telegram.wait_for(
+        lambda f: sum("Still waiting" in t for t in f.sent_texts(admin["id"])) >= 2,
+        timeout=20,
+    )
+    request_id = await db.value("SELECT id FROM client_request")
+    copy = await db.value("SELECT message_id FROM admin_notification ORDER BY id DESC LIMIT 1")
+    on = bot_message(admin["id"], copy, "card")
+    assert (await server.post(callback(admin, f"approve:{request_id}", on))).status_code == 200
+    await db.settle()
+    reminders_at_decision = len(reminders_of(telegram, admin["id"], request_id))
+    # The signal that the reminder loop ran a period after the decision: a request sent
+    # now is re-announced one period later, by the same query that would have taken the
+    # decided request again (its last reminder came before the decision, so it would be
+    # due by then too).
+    later = user(next_id())
+    assert (await server.post(message(later, "/request later"))).status_code == 200
+    await db.settle()
+    later_id = await db.value(
+        "SELECT id FROM client_request WHERE client_telegram_id = {}", later["id"]
+    )
+    telegram.wait_for(lambda f: reminders_of(f, admin["id"], later_id), timeout=20)
+    await db.settle()
+    server.stop()
     reminder_calls = reminders_of(telegram, admin["id"], request_id)
     assert len(reminder_calls) == reminders_at_decision
     gaps = [b.at - a.at for a, b in itertools.pairwise(reminder_calls)]

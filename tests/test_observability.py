@@ -17,13 +17,12 @@ import httpx
 import pytest
 
 from sosekni.standin import FakeTelegram
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database, running_bot
 from tests.harness import (
     SECRET,
     TOKEN,
     BotServer,
     Db,
-    base_env,
     bot_message,
     callback,
     message,
@@ -287,8 +286,7 @@ async def test_health_shows_the_outbox_backlog_while_telegram_fails_and_none_aft
     bot: tuple[BotServer, Db, FakeTelegram],
 ) -> None:
     server, db, tg = bot
-    admin = user(next_id(), "Olga", "olga")
-    await db.add_admin(admin["id"])
+    admin = await db.new_admin()
     client = user(next_id())
     tg.fail_next(10_000, status=500, method="sendMessage")
 
@@ -354,41 +352,39 @@ async def full_run(fake: FakeTelegram, tmp: Path, log_format: str) -> LoggedRun:
     """Requests, decisions by button and by text reply, a refused tap, refused posts, a retry."""
     url = migrated_database("sqlite", None, tmp)
     admin = user(next_id(), "Olga", "olga")
-    env = base_env(
+    with running_bot(
         url,
         fake.base_url,
+        tmp / "serve.log",
         ADMIN_TELEGRAM_ID=str(admin["id"]),
         LOG_LEVEL="DEBUG",
         LOG_FORMAT=log_format,
-    )
-    server = BotServer(env, log_path=tmp / "serve.log").start()
-    db = Db(url)
-    fake.reset()
-    expected: list[tuple[str, int, int]] = []
+    ) as (server, db):
+        fake.reset()
+        expected: list[tuple[str, int, int]] = []
 
-    async def send(update: dict[str, Any]) -> int:
-        answer = await server.post(update)
-        assert answer.status_code == 200, answer.text
-        await db.settle()
-        return int(update["update_id"])
+        async def send(update: dict[str, Any]) -> int:
+            answer = await server.post(update)
+            assert answer.status_code == 200, answer.text
+            await db.settle()
+            return int(update["update_id"])
 
-    async def request(client: dict[str, Any]) -> int:
-        update_id = await send(message(client, "/request Plot 42, moving in"))
-        request_id = await db.value(
-            "SELECT id FROM client_request WHERE client_telegram_id = {}", client["id"]
-        )
-        stored = f"request #{request_id} stored for client {client['id']}"
-        expected.append((stored, update_id, request_id))
-        return int(request_id)
+        async def request(client: dict[str, Any]) -> int:
+            update_id = await send(message(client, "/request Plot 42, moving in"))
+            request_id = await db.value(
+                "SELECT id FROM client_request WHERE client_telegram_id = {}", client["id"]
+            )
+            stored = f"request #{request_id} stored for client {client['id']}"
+            expected.append((stored, update_id, request_id))
+            return int(request_id)
 
-    async def card(request_id: int) -> dict[str, Any]:
-        message_id = await db.value(
-            "SELECT message_id FROM admin_notification WHERE request_id = {}", request_id
-        )
-        text = next(t for t in fake.sent_texts(admin["id"]) if f"#{request_id}<" in t)
-        return bot_message(admin["id"], message_id, text)
+        async def card(request_id: int) -> dict[str, Any]:
+            message_id = await db.value(
+                "SELECT message_id FROM admin_notification WHERE request_id = {}", request_id
+            )
+            text = next(t for t in fake.sent_texts(admin["id"]) if f"#{request_id}<" in t)
+            return bot_message(admin["id"], message_id, text)
 
-    try:
         fake.fail_next(1, status=500, method="sendMessage")
         first = await request(user(next_id()))
         tapped = await send(callback(admin, f"approve:{first}", await card(first)))
@@ -410,8 +406,6 @@ async def full_run(fake: FakeTelegram, tmp: Path, log_format: str) -> LoggedRun:
             assert answer.status_code == 403
         assert (await server.post(b"{broken")).status_code == 400
         await db.settle()
-    finally:
-        server.stop()
     return LoggedRun(server.log(), expected)
 
 

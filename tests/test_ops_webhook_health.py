@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,6 +125,11 @@ def health(env: dict[str, str], server: BotServer, *extra: str):
     return run_ops("health", "--url", server.url, "--json", *extra, env=env)
 
 
+def failed_checks(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The checks `health --json` reported as failing."""
+    return [c for c in json.loads(done.stdout)["checks"] if not c["ok"]]
+
+
 def test_health_passes_when_app_database_telegram_and_webhook_are_fine(
     env: dict[str, str], telegram: FakeTelegram, live: BotServer
 ) -> None:
@@ -151,7 +158,7 @@ def test_health_fails_on_a_webhook_url_other_than_webhook_url(
     assert run_ops("webhook", "set", env=other).returncode == 0
     done = health(env, live)
     assert done.returncode == 1
-    failed = {c["name"] for c in json.loads(done.stdout)["checks"] if not c["ok"]}
+    failed = {c["name"] for c in failed_checks(done)}
     assert failed == {"webhook"}
 
 
@@ -162,7 +169,7 @@ def test_health_fails_on_a_delivery_error_within_the_hour(
     telegram.set_webhook_error("Connection timed out", date=int(time.time()) - 60)
     done = health(env, live)
     assert done.returncode == 1
-    (failed,) = [c for c in json.loads(done.stdout)["checks"] if not c["ok"]]
+    (failed,) = failed_checks(done)
     assert failed["name"] == "last delivery error"
     assert "Connection timed out" in failed["detail"]
 
@@ -172,7 +179,7 @@ def test_health_fails_when_the_app_is_down(env: dict[str, str], telegram: FakeTe
     assert run_ops("migrate", env=env).returncode == 0
     done = run_ops("health", "--url", f"http://127.0.0.1:{free_port()}", "--json", env=env)
     assert done.returncode == 1
-    failed = {c["name"] for c in json.loads(done.stdout)["checks"] if not c["ok"]}
+    failed = {c["name"] for c in failed_checks(done)}
     assert failed == {"app"}
 
 
@@ -183,7 +190,7 @@ def test_health_fails_when_the_database_is_unreachable(
     broken = {**env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
     done = health(broken, live)
     assert done.returncode == 1
-    failed = {c["name"] for c in json.loads(done.stdout)["checks"] if not c["ok"]}
+    failed = {c["name"] for c in failed_checks(done)}
     assert failed == {"database"}
 
 
@@ -192,6 +199,6 @@ def test_health_fails_when_telegram_rejects_the_token(
 ) -> None:
     done = health({**env, "TELEGRAM_BOT_TOKEN": "999:WRONG-token"}, live)
     assert done.returncode == 1
-    failed = [c for c in json.loads(done.stdout)["checks"] if not c["ok"]]
+    failed = failed_checks(done)
     assert [c["name"] for c in failed] == ["telegram"]
     assert "WRONG-token" not in done.stdout

@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest
 
 from sosekni.standin import FakeTelegram
-from tests.conftest import migrated_database
-from tests.fakes.postgres import drop_database
+from tests.conftest import StartBot
 from tests.harness import (
     BotServer,
     Db,
-    base_env,
     bot_message,
     callback,
     message,
@@ -45,8 +42,7 @@ async def test_request_and_approval_end_to_end_with_two_workers(
     running: tuple[BotServer, Db, FakeTelegram],
 ) -> None:
     server, db, tg = running
-    admin = user(next_id(), "Olga", "olga")
-    await db.add_admin(admin["id"])
+    admin = await db.new_admin()
     client = user(next_id(), "Anna", "anna")
 
     await post_all(server, [message(client, "/request Plot 42")])
@@ -131,16 +127,8 @@ async def test_twenty_simultaneous_requests_of_one_client_leave_one_pending(
     assert sorted(r["purpose"] for r in outbox) == ["confirm"] + ["reply"] * 19
 
 
-async def test_sigterm_stops_both_workers_cleanly(
-    fake_telegram: FakeTelegram, postgres_admin_dsn: str, tmp_path: Path
-) -> None:
-    url = migrated_database("postgres", postgres_admin_dsn, tmp_path)
-    try:
-        server = BotServer(
-            base_env(url, fake_telegram.base_url), workers=2, log_path=tmp_path / "serve.log"
-        ).start()
-        assert server.stop(signal.SIGTERM) == 0, server.log()
-        wait_port_closed(server.port)
-        assert "Traceback" not in server.log()
-    finally:
-        drop_database(postgres_admin_dsn, url)
+async def test_sigterm_stops_both_workers_cleanly(start_bot: StartBot) -> None:
+    server, _ = start_bot(workers=2)
+    assert server.stop(signal.SIGTERM) == 0, server.log()
+    wait_port_closed(server.port)
+    assert "Traceback" not in server.log()

@@ -17,14 +17,11 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sosekni.standin import FakeTelegram
-from tests.conftest import migrated_database
-from tests.fakes.postgres import drop_database
 from tests.harness import BotServer, base_env, message, next_id, user
 
 STOPS = 2
@@ -52,21 +49,6 @@ def session_processes(session: int) -> list[str]:
         if int(fields[3]) == session and fields[0] != "Z":
             found.append(text[: text.rindex(")") + 1])
     return found
-
-
-@pytest.fixture(scope="module")
-def database_url(
-    backend: str,
-    fake_telegram: FakeTelegram,
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    admin_dsn = request.getfixturevalue("postgres_admin_dsn") if backend == "postgres" else None
-    tmp = tmp_path_factory.mktemp(f"shutdown-{backend}")
-    url = migrated_database(backend, admin_dsn, tmp, fake_telegram.base_url)
-    yield url
-    if admin_dsn is not None:
-        drop_database(admin_dsn, url)
 
 
 def children(pid: int) -> set[int]:
@@ -108,11 +90,11 @@ def assert_clean(n: int, code: int | None, left: list[str], log: str) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_sigterm_stops_with_status_0_and_leaves_no_process(
-    database_url: str, fake_telegram: FakeTelegram, workers: int, tmp_path: Path
+    module_database: str, fake_telegram: FakeTelegram, workers: int, tmp_path: Path
 ) -> None:
     for n in range(1, STOPS + 1):
         server = BotServer(
-            base_env(database_url, fake_telegram.base_url),
+            base_env(module_database, fake_telegram.base_url),
             workers=workers,
             log_path=tmp_path / f"serve-{n}.log",
         ).start()
@@ -125,10 +107,10 @@ async def test_sigterm_stops_with_status_0_and_leaves_no_process(
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_while_the_main_process_waits_on_sanics_state_manager(
-    database_url: str, fake_telegram: FakeTelegram, workers: int, tmp_path: Path
+    module_database: str, fake_telegram: FakeTelegram, workers: int, tmp_path: Path
 ) -> None:
     server = BotServer(
-        base_env(database_url, fake_telegram.base_url),
+        base_env(module_database, fake_telegram.base_url),
         workers=workers,
         log_path=tmp_path / "serve.log",
     ).start()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sosekni.standin import FakeTelegram
-from tests.conftest import WebhookApp, migrated_database
+from tests.conftest import StartBot, WebhookApp
 from tests.harness import SECRET, TOKEN, BotServer, Db, base_env, free_port, message, next_id, user
 
 
@@ -154,21 +154,16 @@ async def test_database_unavailable_gives_503_on_webhook_and_health(
 
 
 async def test_token_and_secret_never_reach_the_logs(
-    fake_telegram: FakeTelegram, tmp_path: Path, telegram: FakeTelegram
+    start_bot: StartBot, telegram: FakeTelegram
 ) -> None:
-    url = migrated_database("sqlite", None, tmp_path, fake_telegram.base_url)
     admin = next_id()
-    env = base_env(url, fake_telegram.base_url, LOG_LEVEL="DEBUG", ADMIN_TELEGRAM_ID=str(admin))
-    server = BotServer(env, log_path=tmp_path / "serve.log").start()
-    try:
-        db = Db(url)
-        client = user(next_id())
-        assert (await server.post(message(client, "/request hello"))).status_code == 200
-        assert (await server.post(b"{broken", secret="wrong")).status_code == 403
-        await db.settle()
-        assert telegram.sent_texts(admin)
-    finally:
-        server.stop()
+    server, db = start_bot("sqlite", LOG_LEVEL="DEBUG", ADMIN_TELEGRAM_ID=str(admin))
+    client = user(next_id())
+    assert (await server.post(message(client, "/request hello"))).status_code == 200
+    assert (await server.post(b"{broken", secret="wrong")).status_code == 403
+    await db.settle()
+    assert telegram.sent_texts(admin)
+    server.stop()
     log = server.log()
     assert "DEBUG" in log
     assert TOKEN not in log and TOKEN.split(":")[1] not in log

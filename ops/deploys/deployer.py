@@ -101,6 +101,10 @@ class Deployer:
                 # Python before 3.11.4 (Debian 12 has 3.11.2) has no extraction filters.
                 safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 tar.extractall(target, **safe)
+            # tarfile stops at the end-of-archive marker; git may still be writing the
+            # record's padding after it, and closing the pipe on it would fail the deploy.
+            while archive.stdout.read(65536):
+                pass
         except BaseException:
             archive.kill()
             raise
