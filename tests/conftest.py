@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,33 @@ def wide_console() -> None:
     from ops.common import console
 
     console.width = COLUMNS
+
+
+# The files that take longest, in that order: started first, so that the parallel workers
+# (pytest-xdist, one file per worker at a time) finish together instead of one of them
+# starting the provisioning test last.
+STARTED_FIRST = (
+    "test_ansible.py",
+    "test_deploy.py",
+    "test_load_and_limits.py",
+    "test_ops_webhook_health.py",
+    "test_workflow.py",
+    "test_shutdown.py",
+    "test_faults.py",
+    "test_bench_smoke.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(STARTED_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as is
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: half as many workers again as CPUs. A test file spends much of its time
+    waiting on the processes it starts (servers, pg_dump, uv, ansible), so a worker more
+    than the CPUs keeps them busy: 335 s against 408 s for the suite on 2 CPUs."""
+    return max(2, (os.cpu_count() or 1) * 3 // 2)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
