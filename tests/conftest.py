@@ -59,7 +59,6 @@ STARTED_FIRST = (
     "test_ansible.py",
     "test_deploy.py",
     "test_load_and_limits.py",
-    "test_ops_webhook_health.py",
     "test_workflow.py",
     "test_shutdown.py",
     "test_faults.py",

@@ -1,17 +1,22 @@
-"""`sosekni-ops webhook …` and `sosekni-ops health` against the fake Bot API and a live app."""
+"""`sosekni-ops webhook …` and `sosekni-ops health` against the fake Bot API and a live app.
+
+The commands run in-process (`ops_in_process`): they only talk HTTP to the stand-in and the
+app. The app is one real server for the module; one health check goes through the real
+`sosekni-ops` process as an operator runs it."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sosekni.standin import FakeTelegram
-from tests.harness import SECRET, TOKEN, BotServer, base_env, free_port, run_ops
+from tests.harness import SECRET, TOKEN, BotServer, base_env, free_port, ops_in_process, run_ops
 
 URL = "https://bot.example.org/webhook/telegram"
 
@@ -19,6 +24,10 @@ URL = "https://bot.example.org/webhook/telegram"
 @pytest.fixture
 def env(telegram: FakeTelegram, tmp_path: Path) -> dict[str, str]:
     return base_env(f"sqlite:///{tmp_path / 'bot.db'}", telegram.base_url, WEBHOOK_URL=URL)
+
+
+def ops(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return ops_in_process(args, env)
 
 
 def one_line(output: str) -> str:
@@ -30,7 +39,7 @@ def one_line(output: str) -> str:
 def test_webhook_set_registers_url_secret_and_update_types(
     env: dict[str, str], telegram: FakeTelegram
 ) -> None:
-    done = run_ops("webhook", "set", "--drop-pending", env=env)
+    done = ops("webhook", "set", "--drop-pending", env=env)
     assert done.returncode == 0, done.stderr
     (call,) = telegram.calls("setWebhook")
     assert call.params["url"] == URL
@@ -52,7 +61,7 @@ def test_webhook_set_registers_url_secret_and_update_types(
 def test_webhook_set_refuses_urls_telegram_cannot_deliver_to(
     env: dict[str, str], telegram: FakeTelegram, url: str, words: str
 ) -> None:
-    done = run_ops("webhook", "set", env={**env, "WEBHOOK_URL": url})
+    done = ops("webhook", "set", env={**env, "WEBHOOK_URL": url})
     assert done.returncode == 1
     assert words in one_line(done.stderr)
     assert telegram.calls("setWebhook") == []
@@ -63,12 +72,12 @@ def test_webhook_set_accepts_telegrams_ports(
     env: dict[str, str], telegram: FakeTelegram, port: int
 ) -> None:
     url = f"https://bot.example.org:{port}/webhook/telegram"
-    assert run_ops("webhook", "set", env={**env, "WEBHOOK_URL": url}).returncode == 0
+    assert ops("webhook", "set", env={**env, "WEBHOOK_URL": url}).returncode == 0
     assert telegram.webhook_url() == url
 
 
 def test_webhook_set_needs_the_secret(env: dict[str, str], telegram: FakeTelegram) -> None:
-    done = run_ops("webhook", "set", env={**env, "WEBHOOK_SECRET": ""})
+    done = ops("webhook", "set", env={**env, "WEBHOOK_SECRET": ""})
     assert done.returncode == 1
     assert "WEBHOOK_SECRET" in one_line(done.stderr)
 
@@ -76,10 +85,10 @@ def test_webhook_set_needs_the_secret(env: dict[str, str], telegram: FakeTelegra
 def test_webhook_info_shows_url_pending_count_last_error_and_connections(
     env: dict[str, str], telegram: FakeTelegram
 ) -> None:
-    assert run_ops("webhook", "set", env=env).returncode == 0
+    assert ops("webhook", "set", env=env).returncode == 0
     telegram.push_update({"update_id": 1, "message": {"message_id": 1, "date": 1}})
     telegram.set_webhook_error("Wrong response from the webhook: 503", date=1764090000)
-    done = run_ops("webhook", "info", env=env)
+    done = ops("webhook", "info", env=env)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert URL in out
@@ -90,14 +99,14 @@ def test_webhook_info_shows_url_pending_count_last_error_and_connections(
 
 
 def test_webhook_delete(env: dict[str, str], telegram: FakeTelegram) -> None:
-    assert run_ops("webhook", "set", env=env).returncode == 0
-    done = run_ops("webhook", "delete", env=env)
+    assert ops("webhook", "set", env=env).returncode == 0
+    done = ops("webhook", "delete", env=env)
     assert done.returncode == 0
     assert telegram.webhook_url() == ""
 
 
 def test_webhook_commands_say_so_when_the_token_is_rejected(env: dict[str, str]) -> None:
-    done = run_ops("webhook", "info", env={**env, "TELEGRAM_BOT_TOKEN": "999:WRONG-token"})
+    done = ops("webhook", "info", env={**env, "TELEGRAM_BOT_TOKEN": "999:WRONG-token"})
     assert done.returncode == 1
     assert "rejected TELEGRAM_BOT_TOKEN" in one_line(done.stderr)
     assert "WRONG-token" not in done.stderr
@@ -105,7 +114,7 @@ def test_webhook_commands_say_so_when_the_token_is_rejected(env: dict[str, str])
 
 def test_webhook_commands_say_so_when_telegram_is_unreachable(env: dict[str, str]) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
-    done = run_ops("webhook", "info", env={**env, "TELEGRAM_API_BASE_URL": nowhere})
+    done = ops("webhook", "info", env={**env, "TELEGRAM_API_BASE_URL": nowhere})
     assert done.returncode == 1
     assert "cannot reach the Telegram Bot API" in one_line(done.stderr)
     assert TOKEN not in done.stderr
@@ -114,15 +123,21 @@ def test_webhook_commands_say_so_when_telegram_is_unreachable(env: dict[str, str
 # ----------------------------------------------------------------------------- health
 
 
-@pytest.fixture
-def live(env: dict[str, str], tmp_path: Path) -> BotServer:
-    server = BotServer(env, log_path=tmp_path / "serve.log").start()
+@pytest.fixture(scope="module")
+def live(
+    fake_telegram: FakeTelegram, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BotServer]:
+    """The app, serving for the whole module on a database of its own."""
+    tmp = tmp_path_factory.mktemp("live")
+    env = base_env(f"sqlite:///{tmp / 'bot.db'}", fake_telegram.base_url, WEBHOOK_URL=URL)
+    server = BotServer(env, log_path=tmp / "serve.log").start()
     yield server
     server.stop()
 
 
-def health(env: dict[str, str], server: BotServer, *extra: str):
-    return run_ops("health", "--url", server.url, "--json", *extra, env=env)
+def health(server: BotServer, **changed: str) -> subprocess.CompletedProcess[str]:
+    """`health --json` of the live app, with the app's own settings but for `changed`."""
+    return ops("health", "--url", server.url, "--json", env={**server.env, **changed})
 
 
 def failed_checks(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -133,8 +148,8 @@ def failed_checks(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]
 def test_health_passes_when_app_database_telegram_and_webhook_are_fine(
     env: dict[str, str], telegram: FakeTelegram, live: BotServer
 ) -> None:
-    assert run_ops("webhook", "set", env=env).returncode == 0
-    done = health(env, live)
+    assert ops("webhook", "set", env=env).returncode == 0
+    done = health(live)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] is True
@@ -147,7 +162,7 @@ def test_health_passes_when_app_database_telegram_and_webhook_are_fine(
         "pending updates",
         "last delivery error",
     ]
-    table = run_ops("health", "--url", live.url, env=env)
+    table = run_ops("health", "--url", live.url, env=live.env)  # the real command, once
     assert table.returncode == 0 and "sosekni health" in table.stdout
 
 
@@ -155,8 +170,8 @@ def test_health_fails_on_a_webhook_url_other_than_webhook_url(
     env: dict[str, str], telegram: FakeTelegram, live: BotServer
 ) -> None:
     other = {**env, "WEBHOOK_URL": "https://elsewhere.example.org/webhook/telegram"}
-    assert run_ops("webhook", "set", env=other).returncode == 0
-    done = health(env, live)
+    assert ops("webhook", "set", env=other).returncode == 0
+    done = health(live)
     assert done.returncode == 1
     failed = {c["name"] for c in failed_checks(done)}
     assert failed == {"webhook"}
@@ -165,9 +180,9 @@ def test_health_fails_on_a_webhook_url_other_than_webhook_url(
 def test_health_fails_on_a_delivery_error_within_the_hour(
     env: dict[str, str], telegram: FakeTelegram, live: BotServer
 ) -> None:
-    assert run_ops("webhook", "set", env=env).returncode == 0
+    assert ops("webhook", "set", env=env).returncode == 0
     telegram.set_webhook_error("Connection timed out", date=int(time.time()) - 60)
-    done = health(env, live)
+    done = health(live)
     assert done.returncode == 1
     (failed,) = failed_checks(done)
     assert failed["name"] == "last delivery error"
@@ -175,9 +190,9 @@ def test_health_fails_on_a_delivery_error_within_the_hour(
 
 
 def test_health_fails_when_the_app_is_down(env: dict[str, str], telegram: FakeTelegram) -> None:
-    assert run_ops("webhook", "set", env=env).returncode == 0
-    assert run_ops("migrate", env=env).returncode == 0
-    done = run_ops("health", "--url", f"http://127.0.0.1:{free_port()}", "--json", env=env)
+    assert ops("webhook", "set", env=env).returncode == 0
+    assert ops("migrate", env=env).returncode == 0
+    done = ops("health", "--url", f"http://127.0.0.1:{free_port()}", "--json", env=env)
     assert done.returncode == 1
     failed = {c["name"] for c in failed_checks(done)}
     assert failed == {"app"}
@@ -186,9 +201,8 @@ def test_health_fails_when_the_app_is_down(env: dict[str, str], telegram: FakeTe
 def test_health_fails_when_the_database_is_unreachable(
     env: dict[str, str], telegram: FakeTelegram, live: BotServer
 ) -> None:
-    assert run_ops("webhook", "set", env=env).returncode == 0
-    broken = {**env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
-    done = health(broken, live)
+    assert ops("webhook", "set", env=env).returncode == 0
+    done = health(live, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/x")
     assert done.returncode == 1
     failed = {c["name"] for c in failed_checks(done)}
     assert failed == {"database"}
@@ -197,7 +211,7 @@ def test_health_fails_when_the_database_is_unreachable(
 def test_health_fails_when_telegram_rejects_the_token(
     env: dict[str, str], telegram: FakeTelegram, live: BotServer
 ) -> None:
-    done = health({**env, "TELEGRAM_BOT_TOKEN": "999:WRONG-token"}, live)
+    done = health(live, TELEGRAM_BOT_TOKEN="999:WRONG-token")
     assert done.returncode == 1
     failed = failed_checks(done)
     assert [c["name"] for c in failed] == ["telegram"]
