@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -71,7 +69,7 @@ class OpsGroup(TyperGroup):
     """The command group that turns an `OpsError` (or a file error) from any subcommand into
     its one red line: the one error path of `sosekni-ops`."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except OpsError as exc:
@@ -114,6 +112,8 @@ def with_database(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
             return await work()
         finally:
             await close_pool(engine)
+
+    import asyncio  # not at the top: help pages and deploy need no event loop
 
     if settings.is_sqlite:
         _open_sqlite_or_fail(settings)
