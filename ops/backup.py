@@ -113,10 +113,17 @@ def restore(
     settings = settings_or_fail(need_admins=False)
     existing_backup(file)
     check_checksum(file)
-    if not yes and not typer.confirm(
-        f"Replace the live database with {file.name}? Everything since then is lost",
-        default=False,
+    if not yes and not _confirmed(
+        f"Replace the live database with {file.name}? Everything since then is lost"
     ):
         fail("restore cancelled; nothing changed")
     safety = restore_backup(settings, file)
     console.print(plain(f"restored {file.name}; the database as it was is in {safety.path.name}"))
+
+
+def _confirmed(question: str) -> bool:
+    """The operator's yes; no answer at all (end of input, Ctrl-C) is a no."""
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        return False
