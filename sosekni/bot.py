@@ -76,6 +76,7 @@ def add_handlers(application: Application) -> None:
             CommandHandler("start", client.start, filters=MESSAGES),
             CommandHandler("request", client.request, filters=MESSAGES),
             CommandHandler("status", client.status, filters=MESSAGES),
+            CommandHandler("cancel", client.cancel, filters=MESSAGES),
             CommandHandler("pending", admin.pending, filters=MESSAGES),
             CallbackQueryHandler(admin.decision_button, pattern=admin.CALLBACK_PATTERN),
             CallbackQueryHandler(admin.unknown_button),
