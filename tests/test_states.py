@@ -3,6 +3,7 @@ client withdraws (`/cancel`, status `cancelled`) or nobody decides in time (`exp
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -11,6 +12,7 @@ import pytest
 
 from sosekni.db import as_utc
 from sosekni.standin import FakeTelegram
+from tests.conftest import StartBot
 from tests.harness import BotServer, Db, callback, message, next_id, user
 from tests.test_workflow import World
 
@@ -143,3 +145,70 @@ async def test_expiry_ends_old_requests_once_and_the_client_may_ask_again(world:
     assert world.last_text(old["id"]).startswith(f"Your request #{old_id} expired on ")
     again = await world.request(old)
     assert again != old_id
+
+
+async def test_concurrent_expiry_runs_end_each_request_once(bound_database: str) -> None:
+    from sosekni.db import sql, utcnow
+    from sosekni.services import endings, requests
+    from sosekni.services.requests import Person
+
+    await sql(
+        "INSERT INTO administrator (telegram_id, name, active, created_at, updated_at) "
+        "VALUES (700, 'a', {}, {}, {})",
+        True,
+        utcnow(),
+        utcnow(),
+    )
+    _, request_id = await requests.submit(Person(45, "Di", None, "en"), 45, "Plot 12", "en")
+    later = utcnow() + timedelta(days=8)
+    results = await asyncio.gather(
+        *(endings.expire_due(later, timedelta(days=7), "en") for _ in range(8))
+    )
+    assert sorted(results, key=len) == [[]] * 7 + [[request_id]]
+    told = await sql("SELECT count(*) AS n FROM outbox_message WHERE chat_id = 45")
+    assert told[0]["n"] == 2  # the confirmation, and one expiry message
+    assert await requests.remind_due(later, timedelta(hours=24), "en") == []
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_a_running_server_expires_a_request_once_and_stops_reminding_it(
+    start_bot: StartBot, telegram: FakeTelegram, engine: str
+) -> None:
+    """Two workers, each with its expiry loop: the client is told once, the copy is edited,
+    and no reminder follows (the short reminder period makes the loop look often)."""
+    admin = user(next_id(), "Olga", None)
+    server, db = start_bot(
+        engine,
+        workers=2,
+        ADMIN_TELEGRAM_ID=str(admin["id"]),
+        PENDING_EXPIRY_DAYS="1",
+        PENDING_REMINDER_HOURS=str(1 / 3600),
+    )
+    client = user(next_id())
+    assert (await server.post(message(client, "/request hi"))).status_code == 200
+    await db.settle()
+    request_id = await db.value("SELECT id FROM client_request")
+    await db.fetch(
+        "UPDATE client_request SET submitted_at = {} WHERE id = {}",
+        as_utc(await db.value("SELECT submitted_at FROM client_request")) - timedelta(days=2),
+        request_id,
+    )
+    telegram.wait_for(lambda f: any("expired" in t for t in f.sent_texts(client["id"])), timeout=20)
+    await db.settle()
+    server.stop()
+
+    expired = [t for t in telegram.sent_texts(client["id"]) if "expired" in t]
+    assert expired == [
+        f"Your request #{request_id} expired: no decision was made in 1 day(s). "
+        "You may send a new request with /request."
+    ]
+    assert await db.value("SELECT status FROM client_request") == "expired"
+    edits = [c.params["text"] for c in telegram.calls("editMessageText", chat_id=admin["id"])]
+    assert edits and EXPIRED in edits[-1]
+    last_edit = telegram.calls("editMessageText", chat_id=admin["id"])[-1].at
+    reminders_after = [
+        c
+        for c in telegram.calls("sendMessage", chat_id=admin["id"])
+        if "Still waiting" in c.params["text"] and c.at > last_edit
+    ]
+    assert reminders_after == []
