@@ -78,6 +78,7 @@ def add_handlers(application: Application) -> None:
             CommandHandler("status", client.status, filters=MESSAGES),
             CommandHandler("cancel", client.cancel, filters=MESSAGES),
             CommandHandler("pending", admin.pending, filters=MESSAGES),
+            CommandHandler("stats", admin.stats, filters=MESSAGES),
             CallbackQueryHandler(admin.decision_button, pattern=admin.CALLBACK_PATTERN),
             CallbackQueryHandler(admin.unknown_button),
             MessageHandler(MESSAGES & filters.REPLY & filters.TEXT & ~filters.COMMAND, admin.reply),

@@ -212,3 +212,31 @@ async def test_a_running_server_expires_a_request_once_and_stops_reminding_it(
         if "Still waiting" in c.params["text"] and c.at > last_edit
     ]
     assert reminders_after == []
+
+
+# ----------------------------------------------------------------------------- /stats
+
+
+async def test_stats_gives_administrators_the_numbers_and_others_nothing(world: World) -> None:
+    from sosekni.db import utcnow
+    from tests.stats_data import seed
+
+    async with services_on(world.db.url):
+        await seed(utcnow())
+    olga, client = world.admins[0], world.client("ru")
+    await world.send(message(olga, "/stats"))
+    await world.send(message(client, "/stats"))
+
+    assert world.last_text(olga["id"]) == (
+        "<b>Last 7 days</b>\n"
+        "Requests: 5 · pending 1 · approved 2 · rejected 1 · withdrawn 1 · expired 0\n"
+        "Time to decision: median 1 h 00 min, 90% within 2 h 00 min\n"
+        "Olga: 1 approved, 1 rejected\n"
+        "Ivan &lt;i&gt;: 1 approved, 0 rejected\n\n"
+        "<b>Last 30 days</b>\n"
+        "Requests: 7 · pending 1 · approved 3 · rejected 1 · withdrawn 1 · expired 1\n"
+        "Time to decision: median 1 h 30 min, 90% within 1 d 0 h\n"
+        "Olga: 1 approved, 1 rejected\n"
+        "Ivan &lt;i&gt;: 2 approved, 0 rejected"
+    )
+    assert world.texts(client["id"]) == ["У вас нет прав принимать решения по запросам."]

@@ -1,4 +1,4 @@
-"""What administrators send: button taps, text replies, /pending."""
+"""What administrators send: button taps, text replies, /pending, /stats."""
 
 from __future__ import annotations
 
@@ -87,3 +87,8 @@ async def pending(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await requests.list_pending(
         person_of(update, context), chat_id_of(update), settings_of(context).default_language
     )
+
+
+async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Requests by status, time to decision and decisions per administrator."""
+    await requests.show_stats(person_of(update, context), chat_id_of(update))

@@ -68,6 +68,7 @@ async def caption_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         "status": status,
         "cancel": cancel,
         "pending": admin.pending,
+        "stats": admin.stats,
     }
     if command is not None and command.name in handlers:
         await handlers[command.name](update, context)
