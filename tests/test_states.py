@@ -240,3 +240,34 @@ async def test_stats_gives_administrators_the_numbers_and_others_nothing(world: 
         "Ivan &lt;i&gt;: 2 approved, 0 rejected"
     )
     assert world.texts(client["id"]) == ["У вас нет прав принимать решения по запросам."]
+
+
+async def test_a_withdrawal_and_a_decision_at_once_end_the_request_once(
+    bound_database: str,
+) -> None:
+    from sosekni.db import sql, utcnow
+    from sosekni.services import endings, requests
+    from sosekni.services.requests import Answer, Person
+
+    await sql(
+        "INSERT INTO administrator (telegram_id, name, active, created_at, updated_at) "
+        "VALUES (800, 'a', {}, {}, {})",
+        True,
+        utcnow(),
+        utcnow(),
+    )
+    client, admin = Person(46, "Eve", None, "en"), Person(800, "Olga", None, "en")
+    _, request_id = await requests.submit(client, 46, "Plot 13", "en")
+    assert request_id is not None
+    cancelled, decided = await asyncio.gather(
+        endings.cancel(client, 46, "en"),
+        requests.decide(admin, request_id, "approved", Answer(chat_id=800), "en"),
+    )
+    status = (await sql("SELECT status FROM client_request WHERE id = {}", request_id))[0]
+    assert (cancelled == request_id) == (status["status"] == "cancelled")
+    assert (decided == requests.Decided.DECIDED) == (status["status"] == "approved")
+    assert (cancelled == request_id) != (decided == requests.Decided.DECIDED)
+    told = await sql(
+        "SELECT count(*) AS n FROM outbox_message WHERE chat_id = 46 AND purpose = 'decision'"
+    )
+    assert told[0]["n"] == 1  # withdrawn or welcomed, never both
