@@ -9,6 +9,7 @@ from telegram.ext import ContextTypes
 
 from sosekni.handlers import chat_id_of, person_of, settings_of
 from sosekni.services import requests
+from sosekni.services import stats as stats_service
 from sosekni.services.requests import Answer
 from sosekni.tables import APPROVED, REJECTED
 
@@ -91,4 +92,4 @@ async def pending(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Requests by status, time to decision and decisions per administrator."""
-    await requests.show_stats(person_of(update, context), chat_id_of(update))
+    await stats_service.answer(person_of(update, context), chat_id_of(update))

@@ -404,19 +404,6 @@ async def list_pending(admin: Person, chat_id: int, admin_language: str) -> int:
         return int(total)
 
 
-async def show_stats(admin: Person, chat_id: int) -> bool:
-    """`/stats`: the numbers of the last 7 and 30 days, for administrators only."""
-    from sosekni.services import stats
-
-    async with unit_of_work() as work:
-        if not await admins.is_active(admin.telegram_id):
-            work.message(chat_id, text(admin.language, "not_authorized"), purpose="reply")
-            return False
-        found = await stats.periods(utcnow())
-        work.message(chat_id, stats.message(found, admin.language), purpose="reply")
-        return True
-
-
 async def help_for(person: Person, chat_id: int) -> None:
     """A message we have no command for: the client help, or the administrator help."""
     async with unit_of_work() as work:

@@ -14,8 +14,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sosekni.db import as_utc, sql
+from sosekni.db import as_utc, sql, utcnow
 from sosekni.render import clip
+from sosekni.services import admins
+from sosekni.services.requests import Person
+from sosekni.services.work import unit_of_work
 from sosekni.tables import APPROVED, CANCELLED, DECIDED_STATES, EXPIRED, PENDING, REJECTED
 from sosekni.texts import text
 
@@ -155,3 +158,14 @@ def message(found: list[Period], language: str) -> str:
         block += "\n" + ("\n".join(lines) if lines else text(language, "stats_no_decisions"))
         parts.append(block)
     return "\n\n".join(parts)
+
+
+async def answer(admin: Person, chat_id: int) -> bool:
+    """`/stats`: the numbers of the last 7 and 30 days, for administrators only."""
+    async with unit_of_work() as work:
+        if not await admins.is_active(admin.telegram_id):
+            work.message(chat_id, text(admin.language, "not_authorized"), purpose="reply")
+            return False
+        found = await periods(utcnow())
+        work.message(chat_id, message(found, admin.language), purpose="reply")
+        return True
