@@ -8,6 +8,7 @@ from telegram.ext import ContextTypes
 from sosekni.handlers import admin, chat_id_of, person_of, settings_of
 from sosekni.handlers.chats import command_of
 from sosekni.services import requests
+from sosekni.services.invites import Community
 
 
 def text_after_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
@@ -40,7 +41,8 @@ async def request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show the client's latest request and its state."""
-    await requests.status(person_of(update, context), chat_id_of(update))
+    community = Community.of(settings_of(context))
+    await requests.status(person_of(update, context), chat_id_of(update), community)
 
 
 async def other_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

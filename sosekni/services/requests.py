@@ -18,14 +18,23 @@ from sosekni.render import (
     decision_keyboard,
     when,
 )
-from sosekni.services import admins, cards
+from sosekni.services import admins, cards, invites
+from sosekni.services.invites import Community
 from sosekni.services.work import UnitOfWork, unit_of_work
 from sosekni.tables import APPROVED, MAX_REQUEST_TEXT, PENDING, REJECTED, ClientRequest
 from sosekni.texts import text
 
 log = logging.getLogger(__name__)
 
-_TIMES = ("submitted_at", "responded_at", "reminded_at", "created_at", "updated_at")
+_TIMES = (
+    "submitted_at",
+    "responded_at",
+    "reminded_at",
+    "created_at",
+    "updated_at",
+    "invite_expires_at",
+    "invite_created_at",
+)
 PENDING_PAGE = 20
 
 
@@ -199,8 +208,9 @@ def _notify(
     )
 
 
-async def status(client: Person, chat_id: int) -> str | None:
-    """`/status`: the client's latest request and its state; returns that state."""
+async def status(client: Person, chat_id: int, community: Community | None = None) -> str | None:
+    """`/status`: the client's latest request and its state; returns that state. An approved
+    client also gets their community link while it is valid, or a fresh one."""
     lang = client.language
     async with unit_of_work() as work:
         rows = await sql(
@@ -220,6 +230,8 @@ async def status(client: Person, chat_id: int) -> str | None:
             message = text(lang, "status_pending", **values)
         elif request["status"] == APPROVED:
             message = text(lang, "status_approved", **values)
+            if community is not None:
+                message += "\n\n" + await _status_link(work, community, request, lang)
         else:
             key = "status_rejected_reason" if request["reason"] else "status_rejected"
             reason = html.escape(clip(request["reason"] or "", REASON_IN_MESSAGE_MAX))
@@ -229,6 +241,17 @@ async def status(client: Person, chat_id: int) -> str | None:
         return str(request["status"])
 
 
+async def _status_link(
+    work: UnitOfWork, community: Community, request: dict[str, Any], lang: str
+) -> str:
+    """The valid link, or a fresh one on its way (the old one revoked)."""
+    if invites.valid_link(request, utcnow()) is not None:
+        return invites.link_line(lang, request)
+    if not await invites.being_created(int(request["id"])):
+        await invites.renew(work, community, request)
+    return text(lang, "status_link_coming")
+
+
 async def decide(
     admin: Person,
     request_id: int,
@@ -236,10 +259,13 @@ async def decide(
     answer: Answer,
     admin_language: str,
     reason: str | None = None,
+    community: Community | None = None,
 ) -> Decided:
     """Approve or reject: the first decision wins; every copy is edited; the client is told."""
     async with unit_of_work() as work:
-        return await _decide(work, admin, request_id, response, answer, admin_language, reason)
+        return await _decide(
+            work, admin, request_id, response, answer, admin_language, reason, community
+        )
 
 
 async def decide_by_reply(
@@ -251,6 +277,7 @@ async def decide_by_reply(
     admin_language: str,
     reason: str | None = None,
     named_id: int | None = None,
+    community: Community | None = None,
 ) -> Decided:
     """A text reply `Approve` / `Reject[: reason]` to a notification, or `Approve 12` /
     `Reject 12: reason` naming one request of a digest."""
@@ -275,7 +302,9 @@ async def decide_by_reply(
         if request_id is None:
             _answer(work, answer, text(lang, "reply_unknown_request"))
             return Decided.NOT_FOUND
-        return await _decide(work, admin, request_id, response, answer, admin_language, reason)
+        return await _decide(
+            work, admin, request_id, response, answer, admin_language, reason, community
+        )
 
 
 async def _decide(
@@ -286,6 +315,7 @@ async def _decide(
     answer: Answer,
     admin_language: str,
     reason: str | None,
+    community: Community | None = None,
 ) -> Decided:
     if response not in (APPROVED, REJECTED):
         raise ValueError(f"response must be {APPROVED} or {REJECTED}, not {response!r}")
@@ -334,7 +364,11 @@ async def _decide(
     request = _request(rows[0])
     log.info("request #%s %s by %s", request_id, response, admin.telegram_id)
     client_lang = request["client_language"] or admin_language
-    if response == APPROVED:
+    client_message: str | None = None
+    if response == APPROVED and community is not None:
+        # The welcome follows the link: the sender queues it with Telegram's answer.
+        invites.queue_create(work, community, request_id, invites.INVITE, now)
+    elif response == APPROVED:
         client_message = text(client_lang, "welcome", id=request_id)
     elif reason:
         client_message = text(
@@ -345,9 +379,13 @@ async def _decide(
         )
     else:
         client_message = text(client_lang, "rejected", id=request_id)
-    work.message(
-        request["client_telegram_id"], client_message, purpose="decision", request_id=request_id
-    )
+    if client_message is not None:
+        work.message(
+            request["client_telegram_id"],
+            client_message,
+            purpose="decision",
+            request_id=request_id,
+        )
     # Every copy shows the outcome; cards not sent yet leave without this request.
     await cards.refresh_copies(work, request, admin_language)
     _answer(work, answer, text(lang, f"decided_{response}", id=request_id))
