@@ -26,12 +26,12 @@ from sosekni.db import as_utc, is_unavailable, sql, utcnow
 from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
 from sosekni.metrics import INBOX_OPEN, OUTBOX_OPEN, metrics, shared_array
 from sosekni.metrics import use as use_metrics
-from sosekni.updates import ALLOWED_UPDATES
+from sosekni.updates import HANDLED_UPDATES
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
-HANDLED_KINDS = frozenset(ALLOWED_UPDATES)
+HANDLED_KINDS = frozenset(HANDLED_UPDATES)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 HEALTH_TIMEOUT_S = 3.0
 INBOX_STALE = timedelta(minutes=5)

@@ -40,6 +40,9 @@ def client_link(telegram_id: int, first_name: str) -> str:
     return f'<a href="tg://user?id={telegram_id}">{name}</a>'
 
 
+NOT_TOLD = "not_told"  # client_request.join_notice: the decision never reached the person
+
+
 def admin_card(
     request: dict[str, Any], language: str, *, reminder: bool = False, tail: str = ""
 ) -> str:
@@ -70,6 +73,8 @@ def outcome_card(request: dict[str, Any], language: str) -> str:
     if request.get("reason"):
         reason = clip(request["reason"], REASON_IN_CARD_MAX)
         outcome += text(language, "admin_outcome_reason", reason=html.escape(reason))
+    if request.get("join_notice") == NOT_TOLD:
+        outcome += text(language, "admin_join_not_told")
     return admin_card(request, language, tail=outcome)
 
 

@@ -356,12 +356,17 @@ class OutboxSender(BackgroundLoop):
     async def _fail(self, rows: list[dict[str, Any]], reason: str, uncount: int = 0) -> None:
         """Mark the rows failed for good; a refused invite link still lets its message go
         (without the link), in the same transaction."""
-        if rows[0]["purpose"] not in invites.PURPOSES:
+        purpose = rows[0]["purpose"]
+        if purpose not in invites.PURPOSES and purpose != invites.DECISION:
             await self._finish(rows, "failed", reason, uncount)
             return
         async with transaction():
             work = None
-            if await self._finish(rows, "failed", reason, uncount):
+            if not await self._finish(rows, "failed", reason, uncount):
+                pass
+            elif purpose == invites.DECISION:
+                work = await invites.not_told(rows[0], reason, self.admin_language)
+            else:
                 work = await invites.refused(rows[0], reason, self.admin_language)
         if work is not None:
             work.announce()

@@ -3,7 +3,7 @@ from piccolo.engine import engine_finder
 
 ID = "2026-12-03T18:20:00:000000"
 VERSION = "1.38.0"
-DESCRIPTION = "Requests: the community chat's one-time invite link of an approved request"
+DESCRIPTION = "Requests: the community chat's invite link, and the join request behind one"
 
 # Nullable columns with no default: existing requests simply have no link. Raw SQL, as the
 # other migrations, so that it runs the same on SQLite and Postgres (SQLite >= 3.35 drops
@@ -12,6 +12,8 @@ COLUMNS = (
     ("invite_link", "TEXT"),
     ("invite_expires_at", "TIMESTAMPTZ"),
     ("invite_created_at", "TIMESTAMPTZ"),
+    ("join_chat_id", "BIGINT"),  # the chat whose join request this request answers
+    ("join_notice", "VARCHAR(16)"),  # `not_told`: the decision could not reach the person
 )
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from sosekni.config import Settings
 from sosekni.db import row_times, sql, utcnow
-from sosekni.render import when
-from sosekni.services import admins
+from sosekni.render import NOT_TOLD, when
+from sosekni.services import admins, cards
 from sosekni.services.work import UnitOfWork
 from sosekni.texts import text
 
@@ -37,6 +37,7 @@ INVITE_STATUS = "invite_status"  # a fresh link asked for by /status: then the s
 REVOKED = "revoke"
 REFUSED = "community_refused"  # the administrators' notice, once per outage
 PURPOSES = frozenset({INVITE, INVITE_STATUS})
+DECISION = "decision"  # the client's welcome or rejection
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -188,6 +189,28 @@ async def refused(row: dict[str, Any], reason: str, language: str) -> UnitOfWork
             int(request["client_telegram_id"]), message, purpose=purpose, request_id=request_id
         )
     await _tell_admins_once(work, int(row["chat_id"]), reason, language)
+    await work.insert()
+    return work
+
+
+async def not_told(row: dict[str, Any], reason: str, language: str) -> UnitOfWork | None:
+    """Inside the sender's transaction that marks a decision message failed: when it was
+    for someone who asked to join and Telegram refused (403: the 5 minutes it allows after
+    a join request are over), every administrator's copy says so. Expected, not an error."""
+    if row["request_id"] is None or not reason.startswith("Forbidden"):
+        return None
+    rows = await sql(
+        "UPDATE client_request SET join_notice = {} WHERE id = {} AND join_chat_id IS NOT NULL "
+        "AND join_notice IS NULL RETURNING *",
+        NOT_TOLD,
+        row["request_id"],
+    )
+    if not rows:
+        return None
+    log.info("request #%s: the person who asked to join could not be told", row["request_id"])
+    work = UnitOfWork()
+    request = row_times(rows[0], "submitted_at", "responded_at")
+    await cards.refresh_copies(work, request, language)
     await work.insert()
     return work
 

@@ -172,6 +172,88 @@ async def submit(
         return Submitted.CREATED, request["id"]
 
 
+JOIN_APPROVE, JOIN_DECLINE = "approveChatJoinRequest", "declineChatJoinRequest"
+
+
+def _answer_join(
+    work: UnitOfWork, chat_id: int, user_id: int, response: str, request_id: int
+) -> None:
+    method = JOIN_APPROVE if response == APPROVED else JOIN_DECLINE
+    work.send(method, {"user_id": user_id}, chat_id=chat_id, purpose="join", request_id=request_id)
+
+
+async def submit_join(
+    client: Person,
+    join_chat_id: int,
+    user_chat_id: int,
+    request_text: str,
+    admin_language: str,
+) -> tuple[Submitted, int | None]:
+    """A Telegram join request to the community chat: a request like `/request`, answered
+    through `user_chat_id`. Someone approved before is let in at once; a pending request
+    takes the join request along (its decision answers it too)."""
+    lang = client.language
+    request_text = request_text.strip()[:MAX_REQUEST_TEXT] or "—"
+    async with unit_of_work() as work:
+        approved = await sql(
+            "SELECT id FROM client_request WHERE client_telegram_id = {} AND status = {} "
+            "ORDER BY id DESC LIMIT 1",
+            client.telegram_id,
+            APPROVED,
+        )
+        if approved:
+            request_id = int(approved[0]["id"])
+            log.info("join request of %s approved at once (#%s)", client.telegram_id, request_id)
+            _answer_join(work, join_chat_id, client.telegram_id, APPROVED, request_id)
+            work.message(
+                user_chat_id, text(lang, "already_approved", id=request_id), purpose="reply"
+            )
+            return Submitted.ALREADY_APPROVED, request_id
+        pending = await _pending_of(client.telegram_id)
+        rows = []
+        if pending is None:
+            now = utcnow()
+            rows = await sql(
+                "INSERT INTO client_request (client_telegram_id, client_username, "
+                "client_first_name, client_language, text, status, submitted_at, created_at, "
+                "updated_at, join_chat_id) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}) "
+                "ON CONFLICT DO NOTHING RETURNING *",
+                client.telegram_id,
+                client.username,
+                client.first_name,
+                lang,
+                request_text,
+                PENDING,
+                now,
+                now,
+                now,
+                join_chat_id,
+            )
+        if not rows:
+            pending = pending or await _pending_of(client.telegram_id)
+            if pending is None:  # decided in between: the person asks again
+                raise RuntimeError("the pending request was decided meanwhile; retry")
+            await sql(
+                "UPDATE client_request SET join_chat_id = {} WHERE id = {}",
+                join_chat_id,
+                pending["id"],
+            )
+            _already_pending(work, user_chat_id, lang, pending)
+            return Submitted.ALREADY_PENDING, pending["id"]
+        request = _request(rows[0])
+        bind_log(request_id=request["id"])
+        log.info("request #%s stored for join request of %s", request["id"], client.telegram_id)
+        work.message(
+            user_chat_id,
+            text(lang, "request_received", id=request["id"]),
+            purpose="confirm",
+            request_id=request["id"],
+        )
+        for admin_id in await admins.active_ids():
+            _notify(work, admin_id, request, admin_language)
+        return Submitted.CREATED, request["id"]
+
+
 async def _pending_of(client_telegram_id: int) -> dict[str, Any] | None:
     rows = await sql(
         "SELECT id, submitted_at FROM client_request WHERE client_telegram_id = {} AND status = {}",
@@ -365,7 +447,15 @@ async def _decide(
     log.info("request #%s %s by %s", request_id, response, admin.telegram_id)
     client_lang = request["client_language"] or admin_language
     client_message: str | None = None
-    if response == APPROVED and community is not None:
+    join_chat_id = request.get("join_chat_id")
+    if join_chat_id is not None:
+        # A join request: Telegram's answer lets them in (or not); no link is needed.
+        _answer_join(
+            work, int(join_chat_id), int(request["client_telegram_id"]), response, request_id
+        )
+    if response == APPROVED and join_chat_id is not None:
+        client_message = text(client_lang, "welcome_joined", id=request_id)
+    elif response == APPROVED and community is not None:
         # The welcome follows the link: the sender queues it with Telegram's answer.
         invites.queue_create(work, community, request_id, invites.INVITE, now)
     elif response == APPROVED:

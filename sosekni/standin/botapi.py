@@ -50,6 +50,8 @@ BOT_FIRST_NAME = "SOSenki Test"
 
 NO_INVITE_RIGHTS = "Bad Request: not enough rights to manage chat invite links"
 INVITE_HASH_EXPIRED = "Bad Request: INVITE_HASH_EXPIRED"
+REQUESTER_MISSING = "Bad Request: HIDE_REQUESTER_MISSING"
+CANNOT_INITIATE = "Forbidden: bot can't initiate conversation with a user"
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
     "exactly the same as a current content and reply markup of the message"
@@ -108,6 +110,8 @@ _METHODS = (
     "createChatInviteLink",
     "revokeChatInviteLink",
     "getChatMember",
+    "approveChatJoinRequest",
+    "declineChatJoinRequest",
     # Harmless extras an application commonly calls at start-up or in passing.
     "deleteMessage",
     "sendChatAction",
@@ -196,6 +200,7 @@ class _State:
     updates: list[dict[str, Any]] = field(default_factory=list)
     members: dict[int | str, tuple[str, bool]] = field(default_factory=dict)  # the bot's
     invite_links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    join_requests: dict[tuple[int | str, int], str] = field(default_factory=dict)  # → state
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,6 +749,16 @@ class TelegramStandIn:
                 if chat_id is None or link["_chat_id"] == chat_id
             ]
 
+    def add_join_request(self, chat_id: int | str, user_id: int) -> None:
+        """Someone tapped "Request to join" in ``chat_id``: approve/decline may answer it."""
+        with self._lock:
+            self._state.join_requests[(chat_id, user_id)] = "pending"
+
+    def join_request_state(self, chat_id: int | str, user_id: int) -> str | None:
+        """``pending``, ``approved``, ``declined``, or None when there never was one."""
+        with self._lock:
+            return self._state.join_requests.get((chat_id, user_id))
+
     def set_delay(self, seconds: float, method: str | None = None) -> None:
         """Sleep ``seconds`` before answering (every method, or only ``method``); 0 removes it."""
         key = canonical_method(method) if method is not None else None
@@ -916,6 +931,8 @@ class TelegramStandIn:
             "createChatInviteLink": self._create_chat_invite_link,
             "revokeChatInviteLink": self._revoke_chat_invite_link,
             "getChatMember": self._get_chat_member,
+            "approveChatJoinRequest": self._approve_join_request,
+            "declineChatJoinRequest": self._decline_join_request,
             "deleteMessage": self._true,
             "sendChatAction": self._true,
             "setMyCommands": self._true,
@@ -1111,6 +1128,26 @@ class TelegramStandIn:
                 raise _ApiError(400, INVITE_HASH_EXPIRED)
             link["is_revoked"] = True
             return self._public_link(link)
+
+    def _decide_join_request(self, params: dict[str, Any], outcome: str) -> bool:
+        chat_id = self._chat_id(params)
+        status, can_invite = self._bot_in(chat_id)
+        if status != "creator" and not (status == "administrator" and can_invite):
+            raise _ApiError(400, "Bad Request: CHAT_ADMIN_REQUIRED")
+        user_id = params.get("user_id")
+        if not isinstance(user_id, int):
+            raise _ApiError(400, "Bad Request: invalid user_id specified")
+        with self._lock:
+            if self._state.join_requests.get((chat_id, user_id)) != "pending":
+                raise _ApiError(400, REQUESTER_MISSING)
+            self._state.join_requests[(chat_id, user_id)] = outcome
+        return True
+
+    def _approve_join_request(self, params: dict[str, Any]) -> bool:
+        return self._decide_join_request(params, "approved")
+
+    def _decline_join_request(self, params: dict[str, Any]) -> bool:
+        return self._decide_join_request(params, "declined")
 
     def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._chat_id(params)

@@ -118,4 +118,13 @@ TEXTS: dict[str, str] = {
         "approved clients get their welcome without a link; /status gives them one once it "
         "works. I say this once until a link has been created again."
     ),
+    "join_request_text": "asked to join through {name}",
+    "welcome_joined": (
+        "Good news: your request #{id} has been approved. Welcome to SOSenki! "
+        "You are now a member of the community chat."
+    ),
+    "admin_join_not_told": (
+        "\nThe person could not be told: Telegram lets the bot write to someone who asked "
+        "to join for 5 minutes only. The join request itself was answered."
+    ),
 }
