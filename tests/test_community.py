@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sosekni.standin import FakeTelegram
+from sosekni.standin import CANNOT_INITIATE, FakeTelegram
 from tests.conftest import running_bot
-from tests.harness import BotServer, Db, message, next_id, user
+from tests.harness import BotServer, Db, join_request, message, next_id, user
 from tests.test_workflow import World
 
 COMMUNITY = -1001234500002
@@ -197,3 +197,135 @@ async def test_a_rejection_creates_no_link(world: World) -> None:
     await world.tap(world.admins[0], "reject", request_id)
     assert world.tg.calls("createChatInviteLink") == []
     assert world.last_text(client["id"]).startswith(f"Sorry, your request #{request_id} has been")
+
+
+# ----------------------------------------------------------------------------- join requests
+
+
+async def asked_to_join(world: World, client: dict[str, Any], **kwargs: Any) -> int:
+    world.tg.add_join_request(COMMUNITY, client["id"])
+    await world.send(join_request(client, COMMUNITY, **kwargs))
+    rows = await world.db.fetch(
+        "SELECT id FROM client_request WHERE client_telegram_id = {} ORDER BY id DESC",
+        client["id"],
+    )
+    assert rows, world.tg.summary()
+    return int(rows[0]["id"])
+
+
+async def test_a_join_request_becomes_a_request_and_approval_lets_the_person_in(
+    world: World,
+) -> None:
+    world.tg.set_bot_member(COMMUNITY, "administrator", can_invite_users=True)
+    client = world.client()
+    request_id = await asked_to_join(world, client, bio="Plot 42 <since 2020>")
+
+    row = await world.request_row(request_id)
+    assert row["status"] == "pending" and row["text"] == "Plot 42 <since 2020>"
+    assert row["join_chat_id"] == COMMUNITY
+    assert world.texts(client["id"]) == [
+        f"Your request #{request_id} has been received and is pending review. "
+        "You will get a message here as soon as an administrator decides."
+    ]
+    for admin in world.admins:
+        (card,) = world.texts(admin["id"])
+        assert f"Access request #{request_id}" in card and "Plot 42 &lt;since 2020&gt;" in card
+
+    await world.tap(world.admins[0], "approve", request_id)
+
+    (approve,) = world.tg.calls("approveChatJoinRequest")
+    assert approve.status == 200
+    assert approve.params == {"chat_id": COMMUNITY, "user_id": client["id"]}
+    assert world.tg.join_request_state(COMMUNITY, client["id"]) == "approved"
+    assert world.last_text(client["id"]) == (
+        f"Good news: your request #{request_id} has been approved. Welcome to SOSenki! "
+        "You are now a member of the community chat."
+    )
+    assert world.tg.calls("createChatInviteLink") == []  # they are in: no link needed
+
+
+async def test_a_join_request_without_bio_names_the_link_and_rejection_declines_it(
+    world: World,
+) -> None:
+    world.tg.set_bot_member(COMMUNITY, "administrator", can_invite_users=True)
+    client = world.client()
+    request_id = await asked_to_join(world, client)
+    assert (await world.request_row(request_id))["text"] == "asked to join through Website"
+
+    await world.tap(world.admins[1], "reject", request_id)
+
+    (decline,) = world.tg.calls("declineChatJoinRequest")
+    assert decline.params == {"chat_id": COMMUNITY, "user_id": client["id"]}
+    assert world.tg.join_request_state(COMMUNITY, client["id"]) == "declined"
+    assert world.last_text(client["id"]).startswith(f"Sorry, your request #{request_id}")
+    assert world.tg.calls("approveChatJoinRequest") == []
+
+
+async def test_a_join_request_decided_after_five_minutes_says_so_in_every_card(
+    world: World,
+) -> None:
+    world.tg.set_bot_member(COMMUNITY, "administrator", can_invite_users=True)
+    client = world.client()
+    request_id = await asked_to_join(world, client)
+    # Five minutes later Telegram no longer lets the bot write to them.
+    world.tg.block_chat(client["id"], 403, CANNOT_INITIATE)
+
+    await world.tap(world.admins[0], "approve", request_id)
+
+    assert world.tg.join_request_state(COMMUNITY, client["id"]) == "approved"
+    (told,) = world.tg.calls("sendMessage", chat_id=client["id"])[-1:]
+    assert told.status == 403
+    row = await world.request_row(request_id)
+    assert row["status"] == "approved" and row["join_notice"] == "not_told"
+    for admin in world.admins:
+        card = (await world.copy(admin, request_id))["text"]
+        shown = world.tg.calls("editMessageText", chat_id=admin["id"])[-1].params["text"]
+        assert "Approved" in shown and "could not be told" in shown, card
+    failed = await world.db.fetch(
+        "SELECT status, last_error FROM outbox_message WHERE chat_id = {} AND purpose = {}",
+        client["id"],
+        "decision",
+    )
+    assert [r["status"] for r in failed] == ["failed"]  # not retried
+
+
+async def test_someone_approved_before_is_let_in_at_once(world: World) -> None:
+    world.tg.set_bot_member(COMMUNITY, "administrator", can_invite_users=True)
+    client = world.client()
+    request_id = await approved(world, client)
+    cards_before = sum(len(world.texts(a["id"])) for a in world.admins)
+
+    again = await asked_to_join(world, client)
+
+    assert again == request_id  # no new request
+    (approve,) = world.tg.calls("approveChatJoinRequest")
+    assert approve.params == {"chat_id": COMMUNITY, "user_id": client["id"]}
+    assert world.last_text(client["id"]) == (
+        f"Your request #{request_id} was approved: you already have access."
+    )
+    assert sum(len(world.texts(a["id"])) for a in world.admins) == cards_before
+
+
+async def test_a_join_request_while_one_is_pending_is_answered_by_its_decision(
+    world: World,
+) -> None:
+    world.tg.set_bot_member(COMMUNITY, "administrator", can_invite_users=True)
+    client = world.client()
+    request_id = await world.request(client)
+    assert await asked_to_join(world, client) == request_id  # the same pending request
+    assert "You already have a pending request" in world.last_text(client["id"])
+
+    await world.tap(world.admins[0], "approve", request_id)
+
+    assert world.tg.join_request_state(COMMUNITY, client["id"]) == "approved"
+    assert world.tg.calls("createChatInviteLink") == []
+
+
+async def test_a_join_request_to_another_chat_is_left_alone(world: World) -> None:
+    client = world.client()
+    other = COMMUNITY - 1
+    world.tg.add_join_request(other, client["id"])
+    await world.send(join_request(client, other))
+    assert await world.db.fetch("SELECT id FROM client_request") == []
+    assert world.texts(client["id"]) == []
+    assert world.tg.join_request_state(other, client["id"]) == "pending"

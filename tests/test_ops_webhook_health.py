@@ -51,6 +51,16 @@ def test_webhook_set_registers_url_secret_and_update_types(
     assert SECRET not in done.stdout + done.stderr
 
 
+def test_webhook_set_asks_for_join_requests_with_a_community_chat(
+    env: dict[str, str], telegram: FakeTelegram
+) -> None:
+    done = ops("webhook", "set", env={**env, "COMMUNITY_CHAT_ID": "-1001234500001"})
+    assert done.returncode == 0, done.stderr
+    (call,) = telegram.calls("setWebhook")
+    assert call.params["allowed_updates"] == ["message", "callback_query", "chat_join_request"]
+    assert "chat_join_request" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("url", "words"),
     [
