@@ -762,3 +762,23 @@ async def test_get_chat_member_of_the_bot(fake: FakeTelegram) -> None:
         fake.set_bot_member(chat, "kicked")
         with pytest.raises(Forbidden):
             await bot.get_chat_member(chat, fake.bot_id)
+
+
+async def test_join_requests_are_approved_or_declined_once(fake: FakeTelegram) -> None:
+    chat = -1009876543212
+    fake.set_bot_member(chat, "administrator", can_invite_users=False)
+    fake.add_join_request(chat, USER)
+    fake.add_join_request(chat, USER + 1)
+    async with make_bot(fake) as bot:
+        with pytest.raises(BadRequest, match="Chat_admin_required"):
+            await bot.approve_chat_join_request(chat, USER)
+        fake.set_bot_member(chat, "administrator", can_invite_users=True)
+        assert await bot.approve_chat_join_request(chat, USER) is True
+        assert await bot.decline_chat_join_request(chat, USER + 1) is True
+        with pytest.raises(BadRequest, match="Hide_requester_missing"):
+            await bot.approve_chat_join_request(chat, USER)  # answered already
+        with pytest.raises(BadRequest, match="Hide_requester_missing"):
+            await bot.decline_chat_join_request(chat, USER + 2)  # never asked
+    assert fake.join_request_state(chat, USER) == "approved"
+    assert fake.join_request_state(chat, USER + 1) == "declined"
+    assert fake.join_request_state(chat, USER + 2) is None
