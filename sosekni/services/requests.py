@@ -312,7 +312,8 @@ async def status(client: Person, chat_id: int, community: Community | None = Non
             message = text(lang, "status_pending", **values)
         elif request["status"] == APPROVED:
             message = text(lang, "status_approved", **values)
-            if community is not None:
+            if community is not None and request.get("join_chat_id") is None:
+                # (Let in through their join request, they need no link.)
                 message += "\n\n" + await _status_link(work, community, request, lang)
         else:
             key = "status_rejected_reason" if request["reason"] else "status_rejected"
