@@ -124,6 +124,8 @@ def digest_block(request: dict[str, Any], language: str, excerpt: int) -> str:
         if request.get("reason"):
             reason = html.escape(clip(request["reason"], REASON_IN_DIGEST_MAX))
             block += text(language, "admin_outcome_reason", reason=reason)
+        if request.get("join_notice") == NOT_TOLD:
+            block += text(language, "digest_join_not_told")
     return block
 
 

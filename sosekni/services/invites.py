@@ -217,7 +217,9 @@ async def not_told(row: dict[str, Any], reason: str, language: str) -> UnitOfWor
 
 async def _tell_admins_once(work: UnitOfWork, chat_id: int, reason: str, language: str) -> None:
     """Once per outage: no notice since the last link that was created. (The sender makes
-    one call per chat at a time, so two refusals in the same chat never race here.)"""
+    one call per chat at a time, so two refusals in the same chat never race here. The
+    notice's outbox row is the memory: after OUTBOX_RETENTION_DAYS an outage that lasts is
+    said again.)"""
     last = await sql("SELECT MAX(invite_created_at) AS at FROM client_request")
     since = row_times(last[0], "at")["at"] if last and last[0]["at"] is not None else _EPOCH
     told = await sql(

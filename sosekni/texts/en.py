@@ -127,4 +127,5 @@ TEXTS: dict[str, str] = {
         "\nThe person could not be told: Telegram lets the bot write to someone who asked "
         "to join for 5 minutes only. The join request itself was answered."
     ),
+    "digest_join_not_told": " · the person could not be told (over 5 minutes after asking to join)",
 }
