@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -78,6 +78,7 @@ async def check_telegram(settings: Settings) -> list[Check]:
         async with bot_for(settings) as bot:
             me = bot.bot
             info = await bot.get_webhook_info()
+            community = await check_community(bot, settings)
     except TelegramError as exc:
         return [Check("telegram", False, explain(exc))]
     checks = [Check("telegram", True, f"getMe: @{me.username} (id {me.id})")]
@@ -103,7 +104,34 @@ async def check_telegram(settings: Settings) -> list[Check]:
         )
     else:
         checks.append(Check("last delivery error", True, "none in the last hour"))
+    if community is not None:
+        checks.append(community)
     return checks
+
+
+async def check_community(bot: Any, settings: Settings) -> Check | None:
+    """COMMUNITY_CHAT_ID set: the bot must be an administrator there with the right to
+    invite users, or approvals come without a link (getChatMember of the bot)."""
+    from telegram.error import TelegramError
+
+    chat_id = settings.community_chat_id
+    if chat_id is None:
+        return None
+    try:
+        member = await bot.get_chat_member(chat_id, bot.bot.id)
+    except TelegramError as exc:
+        return Check("community chat", False, f"{chat_id}: {explain(exc)}")
+    if member.status == "creator" or (
+        member.status == "administrator" and getattr(member, "can_invite_users", False)
+    ):
+        return Check("community chat", True, f"{chat_id}: administrator with the invite right")
+    missing = "the right to invite users" if member.status == "administrator" else "admin rights"
+    return Check(
+        "community chat",
+        False,
+        f"{chat_id}: the bot is {member.status}, without {missing}; "
+        "make it an administrator with the right to invite users",
+    )
 
 
 def health(
@@ -114,7 +142,8 @@ def health(
         bool, typer.Option("--json", help="Print JSON for monitoring systems.")
     ] = False,
 ) -> None:
-    """Check the running app's /health, the database, Telegram getMe and the webhook.
+    """Check the running app's /health, the database, Telegram getMe, the webhook and (with
+    COMMUNITY_CHAT_ID) the bot's rights in the community chat.
 
     Exits 0 only when every check passes.
 

@@ -123,8 +123,9 @@ async def _poll(settings, timeout: int) -> None:
     from sosekni.delivery.outbox import retry_seconds
     from sosekni.delivery.policy import Backoff
     from sosekni.runtime import Runtime
-    from sosekni.updates import ALLOWED_UPDATES
+    from sosekni.updates import allowed_updates
 
+    kinds = allowed_updates(settings.community_chat_id)
     runtime = Runtime(settings)
     await runtime.start()
     stop = asyncio.Event()
@@ -138,7 +139,7 @@ async def _poll(settings, timeout: int) -> None:
     console.print("polling Telegram for updates; Ctrl-C stops")
     try:
         while not stop.is_set():
-            kwargs: dict[str, object] = {"timeout": timeout, "allowed_updates": ALLOWED_UPDATES}
+            kwargs: dict[str, object] = {"timeout": timeout, "allowed_updates": kinds}
             if offset is not None:
                 kwargs["offset"] = offset
             fetch = asyncio.create_task(

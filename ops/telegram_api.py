@@ -30,11 +30,11 @@ async def call(settings: Settings, work: Callable[[Bot], Awaitable[T]]) -> T:
 
 def explain(exc: TelegramError) -> str:
     """One line that says what to do about a Telegram failure, without the token."""
-    from telegram.error import InvalidToken, NetworkError
+    from telegram.error import BadRequest, InvalidToken, NetworkError
 
     if isinstance(exc, InvalidToken):
         return "Telegram rejected TELEGRAM_BOT_TOKEN (check it with @BotFather)"
-    if isinstance(exc, NetworkError):
+    if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):  # PTB: a subclass
         return f"cannot reach the Telegram Bot API: {exc.message}"
     return f"Telegram refused: {exc.message}"
 

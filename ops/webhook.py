@@ -12,7 +12,7 @@ from rich.table import Table
 from ops.common import console, fail, plain, settings_or_fail
 from ops.telegram_api import run_telegram
 from sosekni.config import Settings
-from sosekni.updates import ALLOWED_UPDATES
+from sosekni.updates import allowed_updates
 
 app = typer.Typer(
     help="Register the webhook with Telegram, inspect it, remove it.\n\n"
@@ -56,18 +56,19 @@ def set_(
     """
     settings = settings_or_fail(need_admins=False, need_token=True, need_webhook_secret=True)
     url = checked_url(settings)
+    kinds = allowed_updates(settings.community_chat_id)
     run_telegram(
         settings,
         lambda bot: bot.set_webhook(
             url,
             secret_token=settings.require_webhook_secret(),
-            allowed_updates=ALLOWED_UPDATES,
+            allowed_updates=kinds,
             max_connections=max_connections,
             drop_pending_updates=drop_pending,
         ),
     )
     dropped = ", pending updates dropped" if drop_pending else ""
-    console.print(plain(f"webhook set to {url} ({', '.join(ALLOWED_UPDATES)}{dropped})"))
+    console.print(plain(f"webhook set to {url} ({', '.join(kinds)}{dropped})"))
 
 
 def _when(timestamp: datetime | int | None) -> str:

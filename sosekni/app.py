@@ -26,12 +26,12 @@ from sosekni.db import as_utc, is_unavailable, sql, utcnow
 from sosekni.delivery.policy import DEFAULT_POLICY, DeliveryPolicy
 from sosekni.metrics import INBOX_OPEN, OUTBOX_OPEN, metrics, shared_array
 from sosekni.metrics import use as use_metrics
-from sosekni.updates import ALLOWED_UPDATES
+from sosekni.updates import ALLOWED_UPDATES, allowed_updates
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
-HANDLED_KINDS = frozenset(ALLOWED_UPDATES)
+HANDLED_KINDS = frozenset(ALLOWED_UPDATES)  # and chat_join_request with a community chat
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 HEALTH_TIMEOUT_S = 3.0
 INBOX_STALE = timedelta(minutes=5)
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, policy: DeliveryPolicy = DEFAUL
     app.config.MOTD = False
     app.ctx.settings = settings
     app.ctx.secret = settings.require_webhook_secret().encode()
+    app.ctx.kinds = frozenset(allowed_updates(settings.community_chat_id))
 
     @app.main_process_start
     async def share_metrics(app: Sanic) -> None:
@@ -111,7 +112,7 @@ async def webhook(request: Request) -> HTTPResponse:
     update_id = data.get("update_id")
     if type(update_id) is not int or not 0 <= update_id < 2**63:
         return _error(400, "not a Telegram Update: update_id must be a non-negative integer")
-    if not HANDLED_KINDS.intersection(data):
+    if not request.app.ctx.kinds.intersection(data):
         log.debug("ignoring update %s: no handler for %s", update_id, sorted(data)[:5])
         return json_response({"ok": True})
     error = None

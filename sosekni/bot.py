@@ -7,6 +7,7 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
+    ChatJoinRequestHandler,
     CommandHandler,
     MessageHandler,
     TypeHandler,
@@ -84,6 +85,7 @@ def add_handlers(application: Application) -> None:
             MessageHandler(MESSAGES & filters.REPLY & filters.TEXT & ~filters.COMMAND, admin.reply),
             MessageHandler(MESSAGES & filters.TEXT, client.other_text),
             MessageHandler(MESSAGES & CAPTION_COMMAND, client.caption_command),
+            ChatJoinRequestHandler(client.join_request),
         ]
     )
     application.add_error_handler(on_handler_error)

@@ -157,6 +157,8 @@ class Settings:
     restart_command: str = "systemctl restart sosekni"
     inbox_retention_days: float = 7.0
     outbox_retention_days: float = 30.0
+    community_chat_id: int | None = None
+    invite_ttl_hours: float = 72.0
 
     def __repr__(self) -> str:
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
@@ -268,6 +270,22 @@ def load_settings(
     inbox_days = _days(get, "INBOX_RETENTION_DAYS", 7.0, INBOX_RETENTION_MIN_DAYS)
     outbox_days = _days(get, "OUTBOX_RETENTION_DAYS", 30.0, OUTBOX_RETENTION_MIN_DAYS)
 
+    community_raw = get("COMMUNITY_CHAT_ID")
+    community: int | None = None
+    if community_raw is not None:
+        if not re.fullmatch(r"-\d{1,20}", community_raw):
+            raise ConfigError(
+                "COMMUNITY_CHAT_ID must be a group or supergroup id (negative), e.g. -1001234567890"
+            )
+        community = int(community_raw)
+    ttl_raw = get("INVITE_TTL_HOURS") or "72"
+    try:
+        ttl = float(ttl_raw)
+    except ValueError:
+        raise ConfigError("INVITE_TTL_HOURS must be a number of hours, e.g. 72") from None
+    if not 0 < ttl <= 24 * 366:
+        raise ConfigError("INVITE_TTL_HOURS must be greater than 0 and at most 8784")
+
     settings = Settings(
         telegram_bot_token=Secret(token) if token else None,
         admin_telegram_ids=admins,
@@ -286,6 +304,8 @@ def load_settings(
         restart_command=get("RESTART_COMMAND") or "systemctl restart sosekni",
         inbox_retention_days=inbox_days,
         outbox_retention_days=outbox_days,
+        community_chat_id=community,
+        invite_ttl_hours=ttl,
     )
     if need_token:
         settings.require_token()

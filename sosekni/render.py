@@ -40,6 +40,9 @@ def client_link(telegram_id: int, first_name: str) -> str:
     return f'<a href="tg://user?id={telegram_id}">{name}</a>'
 
 
+NOT_TOLD = "not_told"  # client_request.join_notice: the decision never reached the person
+
+
 def admin_card(
     request: dict[str, Any], language: str, *, reminder: bool = False, tail: str = ""
 ) -> str:
@@ -73,6 +76,8 @@ def outcome_card(request: dict[str, Any], language: str) -> str:
     if request.get("reason"):
         reason = clip(request["reason"], REASON_IN_CARD_MAX)
         outcome += text(language, "admin_outcome_reason", reason=html.escape(reason))
+    if request.get("join_notice") == NOT_TOLD:
+        outcome += text(language, "admin_join_not_told")
     return admin_card(request, language, tail=outcome)
 
 
@@ -121,6 +126,8 @@ def digest_block(request: dict[str, Any], language: str, excerpt: int) -> str:
         if request.get("reason"):
             reason = html.escape(clip(request["reason"], REASON_IN_DIGEST_MAX))
             block += text(language, "admin_outcome_reason", reason=reason)
+        if request.get("join_notice") == NOT_TOLD:
+            block += text(language, "digest_join_not_told")
     return block
 
 

@@ -48,6 +48,13 @@ class ClientRequest(Table, tablename="client_request"):
     reminded_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # The community chat's one-time link of an approved request (COMMUNITY_CHAT_ID).
+    invite_link = Text(null=True, default=None)
+    invite_expires_at = Timestamptz(null=True, default=None)
+    invite_created_at = Timestamptz(null=True, default=None)
+    # A Telegram join request to that chat behind the request ("Request to join").
+    join_chat_id = BigInt(null=True, default=None)
+    join_notice = Varchar(length=16, null=True, default=None)
 
 
 class InboxUpdate(Table, tablename="inbox_update"):

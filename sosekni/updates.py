@@ -8,3 +8,10 @@ python-telegram-bot and the handler table just to read a list of two words.
 from __future__ import annotations
 
 ALLOWED_UPDATES: list[str] = ["message", "callback_query"]
+JOIN_REQUEST = "chat_join_request"  # asked for only with COMMUNITY_CHAT_ID set
+HANDLED_UPDATES: list[str] = [*ALLOWED_UPDATES, JOIN_REQUEST]
+
+
+def allowed_updates(community_chat_id: int | None) -> list[str]:
+    """What `webhook set` and `poll` ask Telegram for: join requests with a community chat."""
+    return HANDLED_UPDATES if community_chat_id is not None else ALLOWED_UPDATES

@@ -667,3 +667,36 @@ def ops_in_process(args: Sequence[str], env: dict[str, str]) -> subprocess.Compl
     if done.exception is not None and not isinstance(done.exception, SystemExit):
         stderr += "".join(traceback.format_exception(done.exception))
     return subprocess.CompletedProcess(["sosekni-ops", *args], done.exit_code, done.stdout, stderr)
+
+
+def join_request(
+    sender: dict[str, Any],
+    chat_id: int,
+    *,
+    bio: str | None = None,
+    link_name: str | None = "Website",
+    update_id: int | None = None,
+) -> dict[str, Any]:
+    """A `chat_join_request` update: `sender` tapped "Request to join" on a link of the
+    supergroup `chat_id` (a link that creates join requests, named `link_name`)."""
+    request: dict[str, Any] = {
+        "chat": {"id": chat_id, "type": "supergroup", "title": "SOSenki community"},
+        "from": sender,
+        "user_chat_id": sender["id"],
+        "date": int(time.time()),
+        "invite_link": {
+            "invite_link": "https://t.me/+AbCdEfGhIjKl...",
+            "creator": {"id": 1, "is_bot": False, "first_name": "Owner"},
+            "creates_join_request": True,
+            "is_primary": False,
+            "is_revoked": False,
+        },
+    }
+    if link_name is not None:
+        request["invite_link"]["name"] = link_name
+    if bio is not None:
+        request["bio"] = bio
+    return {
+        "update_id": update_id if update_id is not None else next_id(),
+        "chat_join_request": request,
+    }

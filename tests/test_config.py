@@ -58,6 +58,8 @@ CASES = [
     Case("bad-reminder", "PENDING_REMINDER_HOURS", {"PENDING_REMINDER_HOURS": "soon"}, SERVE),
     Case("bad-log-format", "LOG_FORMAT", {"LOG_FORMAT": "xml"}, SERVE),
     Case("bad-expiry", "PENDING_EXPIRY_DAYS", {"PENDING_EXPIRY_DAYS": "-1"}, SERVE),
+    Case("user-as-community", "COMMUNITY_CHAT_ID", {"COMMUNITY_CHAT_ID": "12345"}, SERVE),
+    Case("bad-invite-ttl", "INVITE_TTL_HOURS", {"INVITE_TTL_HOURS": "0"}, SERVE),
 ]
 RUNS = [(command, case) for case in CASES for command in case.commands]
 
@@ -472,3 +474,10 @@ def test_a_percent_encoded_password_reaches_the_database(postgres_url: str) -> N
 
     assert done.exit_code == 0, done.output
     assert done.stdout.startswith("applied ")
+
+
+def test_the_community_chat_is_optional_and_its_links_live_72_hours_by_default() -> None:
+    plain = load_settings(valid_env())
+    assert (plain.community_chat_id, plain.invite_ttl_hours) == (None, 72.0)
+    set_up = load_settings(valid_env(COMMUNITY_CHAT_ID="-1001234567890", INVITE_TTL_HOURS="24"))
+    assert (set_up.community_chat_id, set_up.invite_ttl_hours) == (-1001234567890, 24.0)

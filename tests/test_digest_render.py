@@ -115,3 +115,15 @@ def test_replies_name_the_request_when_they_must(
     reply: str, parsed: tuple[str, int | None, str | None] | None
 ) -> None:
     assert parse_reply(reply) == parsed
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_a_decision_that_never_reached_a_person_who_asked_to_join_is_said(language: str) -> None:
+    told = request(12, status="approved", admin_name="Olga", responded_at=NOW)
+    not_told = request(13, status="approved", admin_name="Olga", responded_at=NOW)
+    not_told.update(join_chat_id=-1001234500002, join_notice="not_told")
+    message = digest_text([told, not_told, request(14)], language)
+    check_text(message, "HTML")
+    note = {"en": "could not be told", "ru": "сообщить человеку не удалось"}[language]
+    assert message.count(note) == 1
+    assert message.index(note) > message.index("#13")

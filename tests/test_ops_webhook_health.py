@@ -51,6 +51,16 @@ def test_webhook_set_registers_url_secret_and_update_types(
     assert SECRET not in done.stdout + done.stderr
 
 
+def test_webhook_set_asks_for_join_requests_with_a_community_chat(
+    env: dict[str, str], telegram: FakeTelegram
+) -> None:
+    done = ops("webhook", "set", env={**env, "COMMUNITY_CHAT_ID": "-1001234500001"})
+    assert done.returncode == 0, done.stderr
+    (call,) = telegram.calls("setWebhook")
+    assert call.params["allowed_updates"] == ["message", "callback_query", "chat_join_request"]
+    assert "chat_join_request" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("url", "words"),
     [
@@ -216,3 +226,46 @@ def test_health_fails_when_telegram_rejects_the_token(
     failed = failed_checks(done)
     assert [c["name"] for c in failed] == ["telegram"]
     assert "WRONG-token" not in done.stdout
+
+
+COMMUNITY = -1001234500001
+
+
+def test_health_checks_the_community_chat_when_it_is_set(
+    env: dict[str, str], telegram: FakeTelegram, live: BotServer
+) -> None:
+    assert ops("webhook", "set", env=env).returncode == 0
+    telegram.set_bot_member(COMMUNITY, "administrator", can_invite_users=True)
+    done = health(live, COMMUNITY_CHAT_ID=str(COMMUNITY))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (community,) = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "community chat"]
+    assert community["ok"] is True
+    member = telegram.calls("getChatMember")[-1].params
+    assert (member["chat_id"], member["user_id"]) == (COMMUNITY, telegram.bot_id)
+
+
+@pytest.mark.parametrize(
+    ("status", "can_invite", "said"),
+    [
+        ("administrator", False, "without the right to invite users"),
+        ("member", False, "without admin rights"),
+        ("left", False, "Telegram refused: Forbidden: bot is not a member of the supergroup"),
+        (None, False, "Telegram refused: Chat not found"),
+    ],
+)
+def test_health_fails_when_the_bot_may_not_invite_to_the_community_chat(
+    env: dict[str, str],
+    telegram: FakeTelegram,
+    live: BotServer,
+    status: str | None,
+    can_invite: bool,
+    said: str,
+) -> None:
+    assert ops("webhook", "set", env=env).returncode == 0
+    if status is not None:
+        telegram.set_bot_member(COMMUNITY, status, can_invite_users=can_invite)
+    done = health(live, COMMUNITY_CHAT_ID=str(COMMUNITY))
+    assert done.returncode == 1
+    (failed,) = failed_checks(done)
+    assert failed["name"] == "community chat"
+    assert said in failed["detail"] and str(COMMUNITY) in failed["detail"]

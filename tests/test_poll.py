@@ -22,7 +22,18 @@ import pytest
 
 import sosekni.piccolo_migrations
 from sosekni.standin import FakeTelegram
-from tests.harness import ROOT, TOKEN, Db, base_env, message, next_id, ops_command, run_ops, user
+from tests.harness import (
+    ROOT,
+    TOKEN,
+    Db,
+    base_env,
+    join_request,
+    message,
+    next_id,
+    ops_command,
+    run_ops,
+    user,
+)
 
 READY = "bot @SoSenkiTestBot ready"
 WEBHOOK_REFUSED = (
@@ -323,3 +334,22 @@ def test_the_command_poll_suggests_exists() -> None:
     done = run_ops("webhook", "delete", "--help", env=base_env("sqlite:///x.db", "http://x"))
     assert done.returncode == 0, done.stderr
     assert "Usage: sosekni-ops webhook delete" in done.stdout
+
+
+async def test_poll_asks_for_join_requests_with_a_community_chat_and_handles_them(
+    world: World,
+) -> None:
+    community = -1001234500003
+    world.poller.env["COMMUNITY_CHAT_ID"] = str(community)
+    client = world.client()
+    world.poller.start()
+
+    world.tg.push_update(join_request(client, community, bio="Plot 7"))
+
+    await world.tg.wait_for_async(lambda tg: tg.sent_texts(world.admin["id"]), timeout=30)
+    await world.db.settle()
+    request_id = await world.request_id(client)
+    assert world.tg.sent_texts(client["id"]) == [confirmation(request_id)]
+    assert world.tg.sent_texts(world.admin["id"])[0].endswith("\n\nPlot 7")
+    asked = {tuple(c.params["allowed_updates"]) for c in world.tg.calls("getUpdates")}
+    assert asked == {("message", "callback_query", "chat_join_request")}

@@ -708,3 +708,77 @@ async def test_keep_alive_answers_pipelined_requests_in_order() -> None:
     assert answers[0]["result"]["username"] == fake.username
     assert answers[1]["result"]["text"] == "second"
     assert [call.method for call in fake.calls()] == ["getMe", "sendMessage"]
+
+
+async def test_invite_links_need_an_administrator_with_the_invite_right(
+    fake: FakeTelegram,
+) -> None:
+    chat = -1009876543210
+    expire = int(time.time()) + 3600
+    async with make_bot(fake) as bot:
+        with pytest.raises(BadRequest, match="Chat not found"):
+            await bot.create_chat_invite_link(chat, member_limit=1)
+        fake.set_bot_member(chat, "left")
+        with pytest.raises(Forbidden, match="bot is not a member of the supergroup chat"):
+            await bot.create_chat_invite_link(chat, member_limit=1)
+        fake.set_bot_member(chat, "administrator", can_invite_users=False)
+        with pytest.raises(BadRequest, match="Not enough rights to manage chat invite links"):
+            await bot.create_chat_invite_link(chat, member_limit=1)
+        fake.set_bot_member(chat, "administrator", can_invite_users=True)
+        with pytest.raises(BadRequest, match="Member limit must be between 1 and 99999"):
+            await bot.create_chat_invite_link(chat, member_limit=0)
+        link = await bot.create_chat_invite_link(
+            chat, name="request #7", member_limit=1, expire_date=expire
+        )
+        assert link.invite_link.startswith("https://t.me/+")
+        assert (link.name, link.member_limit, link.is_revoked) == ("request #7", 1, False)
+        assert link.creator.id == fake.bot_id and not link.is_primary
+        assert int(link.expire_date.timestamp()) == expire
+        revoked = await bot.revoke_chat_invite_link(chat, link.invite_link)
+        assert revoked.is_revoked and revoked.invite_link == link.invite_link
+        with pytest.raises(BadRequest, match="Invite_hash_expired"):
+            await bot.revoke_chat_invite_link(chat, "https://t.me/+unknown")
+    (stored,) = fake.invite_links(chat)
+    assert stored["is_revoked"] is True
+    # Our own sender posts JSON: the same answer shape.
+    answer = httpx.post(
+        f"{fake.base_url}/bot{fake.token}/createChatInviteLink",
+        json={"chat_id": chat, "name": "request #8", "member_limit": 1, "expire_date": expire},
+    ).json()
+    assert answer["ok"] is True and answer["result"]["expire_date"] == expire
+
+
+async def test_get_chat_member_of_the_bot(fake: FakeTelegram) -> None:
+    chat = -1009876543211
+    async with make_bot(fake) as bot:
+        with pytest.raises(BadRequest, match="Chat not found"):
+            await bot.get_chat_member(chat, fake.bot_id)
+        fake.set_bot_member(chat, "administrator", can_invite_users=True)
+        member = await bot.get_chat_member(chat, fake.bot_id)
+        assert member.status == "administrator" and member.can_invite_users is True
+        assert member.user.id == fake.bot_id
+        fake.set_bot_member(chat, "member")
+        assert (await bot.get_chat_member(chat, fake.bot_id)).status == "member"
+        fake.set_bot_member(chat, "kicked")
+        with pytest.raises(Forbidden):
+            await bot.get_chat_member(chat, fake.bot_id)
+
+
+async def test_join_requests_are_approved_or_declined_once(fake: FakeTelegram) -> None:
+    chat = -1009876543212
+    fake.set_bot_member(chat, "administrator", can_invite_users=False)
+    fake.add_join_request(chat, USER)
+    fake.add_join_request(chat, USER + 1)
+    async with make_bot(fake) as bot:
+        with pytest.raises(BadRequest, match="Chat_admin_required"):
+            await bot.approve_chat_join_request(chat, USER)
+        fake.set_bot_member(chat, "administrator", can_invite_users=True)
+        assert await bot.approve_chat_join_request(chat, USER) is True
+        assert await bot.decline_chat_join_request(chat, USER + 1) is True
+        with pytest.raises(BadRequest, match="Hide_requester_missing"):
+            await bot.approve_chat_join_request(chat, USER)  # answered already
+        with pytest.raises(BadRequest, match="Hide_requester_missing"):
+            await bot.decline_chat_join_request(chat, USER + 2)  # never asked
+    assert fake.join_request_state(chat, USER) == "approved"
+    assert fake.join_request_state(chat, USER + 1) == "declined"
+    assert fake.join_request_state(chat, USER + 2) is None

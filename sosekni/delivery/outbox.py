@@ -40,7 +40,7 @@ from sosekni.delivery.policy import (
 )
 from sosekni.delivery.schedule import EDIT, Item, Pacer, Unit, plan
 from sosekni.metrics import metrics
-from sosekni.services import cards
+from sosekni.services import cards, invites
 from sosekni.services.cards import Call
 from sosekni.services.work import OutboxWakeup, outbox_ready
 
@@ -266,7 +266,7 @@ class OutboxSender(BackgroundLoop):
             if outcome == "sent":
                 await self._persist(lambda: self._sent(unit, rows, call, detail))
             elif outcome == "failed":
-                await self._persist(lambda: self._finish(rows, "failed", detail))
+                await self._persist(lambda: self._fail(rows, detail))
             else:
                 await self._persist(lambda: self._retry(rows, *detail))
         except asyncio.CancelledError:
@@ -336,6 +336,14 @@ class OutboxSender(BackgroundLoop):
         return datetime.fromtimestamp(moment, UTC)
 
     async def _sent(self, unit: Unit, rows: list[dict[str, Any]], call: Call, result: Any) -> None:
+        if rows[0]["purpose"] in invites.PURPOSES:
+            async with transaction():  # the mark, the link and the message showing it together
+                work = None
+                if await self._finish(rows, "sent"):
+                    work = await invites.created(rows[0], result, self.admin_language)
+            if work is not None:
+                work.announce()
+            return
         if unit.kind != "cards" or not isinstance(result, dict):
             await self._finish(rows, "sent")  # one statement: no BEGIN/COMMIT
             return
@@ -345,9 +353,27 @@ class OutboxSender(BackgroundLoop):
         if work is not None:
             work.announce()
 
+    async def _fail(self, rows: list[dict[str, Any]], reason: str, uncount: int = 0) -> None:
+        """Mark the rows failed for good; a refused invite link still lets its message go
+        (without the link), in the same transaction."""
+        purpose = rows[0]["purpose"]
+        if purpose not in invites.PURPOSES and purpose != invites.DECISION:
+            await self._finish(rows, "failed", reason, uncount)
+            return
+        async with transaction():
+            work = None
+            if not await self._finish(rows, "failed", reason, uncount):
+                pass
+            elif purpose == invites.DECISION:
+                work = await invites.not_told(rows[0], reason, self.admin_language)
+            else:
+                work = await invites.refused(rows[0], reason, self.admin_language)
+        if work is not None:
+            work.announce()
+
     async def _finish(
         self, rows: list[dict[str, Any]], status: str, reason: str = "", uncount: int = 0
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Mark the rows `status` (`uncount`: attempts to take back, a 429's claim)."""
         marks, ids = _ids(rows)
         if status == "failed":
@@ -372,6 +398,7 @@ class OutboxSender(BackgroundLoop):
         )
         if marked and status in ("sent", "failed"):
             metrics.inc(f"messages_{status}", len(marked))
+        return marked
 
     async def _retry(
         self, rows: list[dict[str, Any]], reason: str, delay: float, counted: bool = True
@@ -383,7 +410,7 @@ class OutboxSender(BackgroundLoop):
         age = self.clock.time() - min(_moment(r["created_at"]) for r in rows)
         if self.policy.exhausted(attempts if counted else 0, age):
             given = f"gave up ({age / 3600:.1f} h old, {attempts} attempt(s)): {reason}"
-            await self._finish(rows, "failed", given, 0 if counted else 1)
+            await self._fail(rows, given, 0 if counted else 1)
             return
         marks, ids = _ids(rows)
         log.warning(

@@ -10,6 +10,7 @@ from telegram.ext import ContextTypes
 from sosekni.handlers import chat_id_of, person_of, settings_of
 from sosekni.services import requests
 from sosekni.services import stats as stats_service
+from sosekni.services.invites import Community
 from sosekni.services.requests import Answer
 from sosekni.tables import APPROVED, REJECTED
 
@@ -45,6 +46,7 @@ async def decision_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         RESPONSES[match.group(1)],
         Answer(chat_id=chat_id_of(update), callback_query_id=query.id),
         settings_of(context).default_language,
+        community=Community.of(settings_of(context)),
     )
 
 
@@ -80,6 +82,7 @@ async def reply(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         settings_of(context).default_language,
         reason,
         named_id=named,
+        community=Community.of(settings_of(context)),
     )
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from telegram import Update
 from telegram.ext import ContextTypes
 
 from sosekni.handlers import admin, chat_id_of, person_of, settings_of
 from sosekni.handlers.chats import command_of
 from sosekni.services import endings, requests
+from sosekni.services.invites import Community
+from sosekni.texts import text
+
+log = logging.getLogger(__name__)
 
 
 def text_after_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
@@ -40,7 +46,8 @@ async def request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show the client's latest request and its state."""
-    await requests.status(person_of(update, context), chat_id_of(update))
+    community = Community.of(settings_of(context))
+    await requests.status(person_of(update, context), chat_id_of(update), community)
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -74,3 +81,24 @@ async def caption_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await handlers[command.name](update, context)
     elif command is not None:
         await other_text(update, context)
+
+
+async def join_request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Someone tapped "Request to join" on the community chat: a request like `/request`.
+    Join requests to any other chat are not ours to decide and are left alone."""
+    join = update.chat_join_request
+    assert join is not None
+    settings = settings_of(context)
+    if settings.community_chat_id is None or join.chat.id != settings.community_chat_id:
+        log.info("ignored a join request to chat %s, which is not COMMUNITY_CHAT_ID", join.chat.id)
+        return
+    link = join.invite_link
+    name = (link.name or link.invite_link) if link is not None else ""
+    request_text = join.bio or text(settings.default_language, "join_request_text", name=name)
+    await requests.submit_join(
+        person_of(update, context),
+        join.chat.id,
+        join.user_chat_id,
+        request_text,
+        settings.default_language,
+    )

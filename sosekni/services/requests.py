@@ -18,7 +18,8 @@ from sosekni.render import (
     decision_keyboard,
     when,
 )
-from sosekni.services import admins, cards
+from sosekni.services import admins, cards, invites
+from sosekni.services.invites import Community
 from sosekni.services.work import UnitOfWork, unit_of_work
 from sosekni.tables import (
     APPROVED,
@@ -33,7 +34,15 @@ from sosekni.texts import text
 
 log = logging.getLogger(__name__)
 
-_TIMES = ("submitted_at", "responded_at", "reminded_at", "created_at", "updated_at")
+_TIMES = (
+    "submitted_at",
+    "responded_at",
+    "reminded_at",
+    "created_at",
+    "updated_at",
+    "invite_expires_at",
+    "invite_created_at",
+)
 PENDING_PAGE = 20
 
 
@@ -171,6 +180,88 @@ async def submit(
         return Submitted.CREATED, request["id"]
 
 
+JOIN_APPROVE, JOIN_DECLINE = "approveChatJoinRequest", "declineChatJoinRequest"
+
+
+def _answer_join(
+    work: UnitOfWork, chat_id: int, user_id: int, response: str, request_id: int
+) -> None:
+    method = JOIN_APPROVE if response == APPROVED else JOIN_DECLINE
+    work.send(method, {"user_id": user_id}, chat_id=chat_id, purpose="join", request_id=request_id)
+
+
+async def submit_join(
+    client: Person,
+    join_chat_id: int,
+    user_chat_id: int,
+    request_text: str,
+    admin_language: str,
+) -> tuple[Submitted, int | None]:
+    """A Telegram join request to the community chat: a request like `/request`, answered
+    through `user_chat_id`. Someone approved before is let in at once; a pending request
+    takes the join request along (its decision answers it too)."""
+    lang = client.language
+    request_text = request_text.strip()[:MAX_REQUEST_TEXT] or "—"
+    async with unit_of_work() as work:
+        approved = await sql(
+            "SELECT id FROM client_request WHERE client_telegram_id = {} AND status = {} "
+            "ORDER BY id DESC LIMIT 1",
+            client.telegram_id,
+            APPROVED,
+        )
+        if approved:
+            request_id = int(approved[0]["id"])
+            log.info("join request of %s approved at once (#%s)", client.telegram_id, request_id)
+            _answer_join(work, join_chat_id, client.telegram_id, APPROVED, request_id)
+            work.message(
+                user_chat_id, text(lang, "already_approved", id=request_id), purpose="reply"
+            )
+            return Submitted.ALREADY_APPROVED, request_id
+        pending = await _pending_of(client.telegram_id)
+        rows = []
+        if pending is None:
+            now = utcnow()
+            rows = await sql(
+                "INSERT INTO client_request (client_telegram_id, client_username, "
+                "client_first_name, client_language, text, status, submitted_at, created_at, "
+                "updated_at, join_chat_id) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}) "
+                "ON CONFLICT DO NOTHING RETURNING *",
+                client.telegram_id,
+                client.username,
+                client.first_name,
+                lang,
+                request_text,
+                PENDING,
+                now,
+                now,
+                now,
+                join_chat_id,
+            )
+        if not rows:
+            pending = pending or await _pending_of(client.telegram_id)
+            if pending is None:  # decided in between: the person asks again
+                raise RuntimeError("the pending request was decided meanwhile; retry")
+            await sql(
+                "UPDATE client_request SET join_chat_id = {} WHERE id = {}",
+                join_chat_id,
+                pending["id"],
+            )
+            _already_pending(work, user_chat_id, lang, pending)
+            return Submitted.ALREADY_PENDING, pending["id"]
+        request = _request(rows[0])
+        bind_log(request_id=request["id"])
+        log.info("request #%s stored for join request of %s", request["id"], client.telegram_id)
+        work.message(
+            user_chat_id,
+            text(lang, "request_received", id=request["id"]),
+            purpose="confirm",
+            request_id=request["id"],
+        )
+        for admin_id in await admins.active_ids():
+            _notify(work, admin_id, request, admin_language)
+        return Submitted.CREATED, request["id"]
+
+
 async def _pending_of(client_telegram_id: int) -> dict[str, Any] | None:
     rows = await sql(
         "SELECT id, submitted_at FROM client_request WHERE client_telegram_id = {} AND status = {}",
@@ -207,8 +298,9 @@ def _notify(
     )
 
 
-async def status(client: Person, chat_id: int) -> str | None:
-    """`/status`: the client's latest request and its state; returns that state."""
+async def status(client: Person, chat_id: int, community: Community | None = None) -> str | None:
+    """`/status`: the client's latest request and its state; returns that state. An approved
+    client also gets their community link while it is valid, or a fresh one."""
     lang = client.language
     async with unit_of_work() as work:
         rows = await sql(
@@ -229,6 +321,9 @@ async def status(client: Person, chat_id: int) -> str | None:
             message += "\n" + text(lang, "help_cancel")
         elif request["status"] == APPROVED:
             message = text(lang, "status_approved", **values)
+            if community is not None and request.get("join_chat_id") is None:
+                # (Let in through their join request, they need no link.)
+                message += "\n\n" + await _status_link(work, community, request, lang)
         elif request["status"] in (CANCELLED, EXPIRED):
             message = text(lang, f"status_{request['status']}", **values)
             message += "\n" + text(lang, "status_rejected_again")
@@ -241,6 +336,17 @@ async def status(client: Person, chat_id: int) -> str | None:
         return str(request["status"])
 
 
+async def _status_link(
+    work: UnitOfWork, community: Community, request: dict[str, Any], lang: str
+) -> str:
+    """The valid link, or a fresh one on its way (the old one revoked)."""
+    if invites.valid_link(request, utcnow()) is not None:
+        return invites.link_line(lang, request)
+    if not await invites.being_created(int(request["id"])):
+        await invites.renew(work, community, request)
+    return text(lang, "status_link_coming")
+
+
 async def decide(
     admin: Person,
     request_id: int,
@@ -248,10 +354,13 @@ async def decide(
     answer: Answer,
     admin_language: str,
     reason: str | None = None,
+    community: Community | None = None,
 ) -> Decided:
     """Approve or reject: the first decision wins; every copy is edited; the client is told."""
     async with unit_of_work() as work:
-        return await _decide(work, admin, request_id, response, answer, admin_language, reason)
+        return await _decide(
+            work, admin, request_id, response, answer, admin_language, reason, community
+        )
 
 
 async def decide_by_reply(
@@ -263,6 +372,7 @@ async def decide_by_reply(
     admin_language: str,
     reason: str | None = None,
     named_id: int | None = None,
+    community: Community | None = None,
 ) -> Decided:
     """A text reply `Approve` / `Reject[: reason]` to a notification, or `Approve 12` /
     `Reject 12: reason` naming one request of a digest."""
@@ -287,7 +397,9 @@ async def decide_by_reply(
         if request_id is None:
             _answer(work, answer, text(lang, "reply_unknown_request"))
             return Decided.NOT_FOUND
-        return await _decide(work, admin, request_id, response, answer, admin_language, reason)
+        return await _decide(
+            work, admin, request_id, response, answer, admin_language, reason, community
+        )
 
 
 async def _decide(
@@ -298,6 +410,7 @@ async def _decide(
     answer: Answer,
     admin_language: str,
     reason: str | None,
+    community: Community | None = None,
 ) -> Decided:
     if response not in (APPROVED, REJECTED):
         raise ValueError(f"response must be {APPROVED} or {REJECTED}, not {response!r}")
@@ -357,7 +470,19 @@ async def _decide(
     request = _request(rows[0])
     log.info("request #%s %s by %s", request_id, response, admin.telegram_id)
     client_lang = request["client_language"] or admin_language
-    if response == APPROVED:
+    client_message: str | None = None
+    join_chat_id = request.get("join_chat_id")
+    if join_chat_id is not None:
+        # A join request: Telegram's answer lets them in (or not); no link is needed.
+        _answer_join(
+            work, int(join_chat_id), int(request["client_telegram_id"]), response, request_id
+        )
+    if response == APPROVED and join_chat_id is not None:
+        client_message = text(client_lang, "welcome_joined", id=request_id)
+    elif response == APPROVED and community is not None:
+        # The welcome follows the link: the sender queues it with Telegram's answer.
+        invites.queue_create(work, community, request_id, invites.INVITE, now)
+    elif response == APPROVED:
         client_message = text(client_lang, "welcome", id=request_id)
     elif reason:
         client_message = text(
@@ -368,9 +493,13 @@ async def _decide(
         )
     else:
         client_message = text(client_lang, "rejected", id=request_id)
-    work.message(
-        request["client_telegram_id"], client_message, purpose="decision", request_id=request_id
-    )
+    if client_message is not None:
+        work.message(
+            request["client_telegram_id"],
+            client_message,
+            purpose="decision",
+            request_id=request_id,
+        )
     # Every copy shows the outcome; cards not sent yet leave without this request.
     await cards.refresh_copies(work, request, admin_language)
     _answer(work, answer, text(lang, f"decided_{response}", id=request_id))

@@ -6,6 +6,7 @@ asyncio + httptools HTTP core; ``FakeTelegram`` is the same class under the test
 
 from sosekni.standin.botapi import (
     BLOCKED,
+    CANNOT_INITIATE,
     DEFAULT_BOT_ID,
     DEFAULT_TOKEN,
     DEFAULT_USERNAME,
@@ -13,6 +14,7 @@ from sosekni.standin.botapi import (
     MESSAGE_MAX,
     MIGRATED,
     NOT_MODIFIED,
+    REQUESTER_MISSING,
     Call,
     TelegramStandIn,
     bench_call,
@@ -27,6 +29,7 @@ FakeTelegram = TelegramStandIn
 
 __all__ = [
     "BLOCKED",
+    "CANNOT_INITIATE",
     "DEFAULT_BOT_ID",
     "DEFAULT_TOKEN",
     "DEFAULT_USERNAME",
@@ -34,6 +37,7 @@ __all__ = [
     "MESSAGE_MAX",
     "MIGRATED",
     "NOT_MODIFIED",
+    "REQUESTER_MISSING",
     "Call",
     "FakeTelegram",
     "TelegramStandIn",

@@ -48,6 +48,10 @@ DEFAULT_USERNAME = "SoSenkiTestBot"
 DEFAULT_BOT_ID = 123456
 BOT_FIRST_NAME = "SOSenki Test"
 
+NO_INVITE_RIGHTS = "Bad Request: not enough rights to manage chat invite links"
+INVITE_HASH_EXPIRED = "Bad Request: INVITE_HASH_EXPIRED"
+REQUESTER_MISSING = "Bad Request: HIDE_REQUESTER_MISSING"
+CANNOT_INITIATE = "Forbidden: bot can't initiate conversation with a user"
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
     "exactly the same as a current content and reply markup of the message"
@@ -74,6 +78,8 @@ INT_FIELDS = frozenset(
         "max_connections",
         "from_chat_id",
         "reply_to_message_id",
+        "member_limit",
+        "expire_date",
     }
 )
 # Parameters carrying JSON objects or arrays.
@@ -82,7 +88,13 @@ JSON_FIELDS = frozenset(
 )
 # Parameters decoded to booleans ("true"/"false" from PTB, "True"/"False" from hand-made calls).
 BOOL_FIELDS = frozenset(
-    {"drop_pending_updates", "disable_notification", "show_alert", "protect_content"}
+    {
+        "drop_pending_updates",
+        "disable_notification",
+        "show_alert",
+        "protect_content",
+        "creates_join_request",
+    }
 )
 
 _METHODS = (
@@ -95,6 +107,11 @@ _METHODS = (
     "getWebhookInfo",
     "deleteWebhook",
     "getUpdates",
+    "createChatInviteLink",
+    "revokeChatInviteLink",
+    "getChatMember",
+    "approveChatJoinRequest",
+    "declineChatJoinRequest",
     # Harmless extras an application commonly calls at start-up or in passing.
     "deleteMessage",
     "sendChatAction",
@@ -181,6 +198,9 @@ class _State:
     webhook: _Webhook = field(default_factory=_Webhook)
     webhook_error: _WebhookError | None = None
     updates: list[dict[str, Any]] = field(default_factory=list)
+    members: dict[int | str, tuple[str, bool]] = field(default_factory=dict)  # the bot's
+    invite_links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    join_requests: dict[tuple[int | str, int], str] = field(default_factory=dict)  # → state
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,6 +730,35 @@ class TelegramStandIn:
         with self._lock:
             self._state.migrated[chat_id] = new_chat_id
 
+    def set_bot_member(
+        self, chat_id: int | str, status: str = "administrator", can_invite_users: bool = True
+    ) -> None:
+        """The bot's membership of the group ``chat_id`` (``administrator``, ``member``,
+        ``left``, ``kicked``): what ``getChatMember`` answers for the bot and whether invite
+        links may be created there. A chat never set is one Telegram does not show the bot."""
+        with self._lock:
+            self._state.members[chat_id] = (status, can_invite_users)
+
+    def invite_links(self, chat_id: int | str | None = None) -> list[dict[str, Any]]:
+        """The invite links created so far (of ``chat_id``), as Telegram returned them, with
+        ``is_revoked`` as it is now."""
+        with self._lock:
+            return [
+                dict(link)
+                for link in self._state.invite_links.values()
+                if chat_id is None or link["_chat_id"] == chat_id
+            ]
+
+    def add_join_request(self, chat_id: int | str, user_id: int) -> None:
+        """Someone tapped "Request to join" in ``chat_id``: approve/decline may answer it."""
+        with self._lock:
+            self._state.join_requests[(chat_id, user_id)] = "pending"
+
+    def join_request_state(self, chat_id: int | str, user_id: int) -> str | None:
+        """``pending``, ``approved``, ``declined``, or None when there never was one."""
+        with self._lock:
+            return self._state.join_requests.get((chat_id, user_id))
+
     def set_delay(self, seconds: float, method: str | None = None) -> None:
         """Sleep ``seconds`` before answering (every method, or only ``method``); 0 removes it."""
         key = canonical_method(method) if method is not None else None
@@ -879,6 +928,11 @@ class TelegramStandIn:
             "getWebhookInfo": self._get_webhook_info,
             "deleteWebhook": self._delete_webhook,
             "getUpdates": self._get_updates,
+            "createChatInviteLink": self._create_chat_invite_link,
+            "revokeChatInviteLink": self._revoke_chat_invite_link,
+            "getChatMember": self._get_chat_member,
+            "approveChatJoinRequest": self._approve_join_request,
+            "declineChatJoinRequest": self._decline_join_request,
             "deleteMessage": self._true,
             "sendChatAction": self._true,
             "setMyCommands": self._true,
@@ -1010,6 +1064,116 @@ class TelegramStandIn:
 
     def _edit_message_reply_markup(self, params: dict[str, Any]) -> dict[str, Any] | bool:
         return self._edit(params, self._inline_markup(params))
+
+    def _bot_in(self, chat_id: int | str) -> tuple[str, bool]:
+        """The bot's status in a group and its invite right, or Telegram's refusal."""
+        with self._lock:
+            member = self._state.members.get(chat_id)
+        if member is None:
+            raise _ApiError(400, "Bad Request: chat not found")
+        if member[0] in ("left", "kicked"):
+            kind = self._chat(chat_id)["type"]
+            kind = "supergroup" if kind == "supergroup" else "group"
+            raise _ApiError(403, f"Forbidden: bot is not a member of the {kind} chat")
+        return member
+
+    def _may_invite(self, params: dict[str, Any]) -> int | str:
+        chat_id = self._chat_id(params)
+        status, can_invite = self._bot_in(chat_id)
+        if status != "creator" and not (status == "administrator" and can_invite):
+            raise _ApiError(400, NO_INVITE_RIGHTS)
+        return chat_id
+
+    @staticmethod
+    def _public_link(link: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in link.items() if not k.startswith("_")}
+
+    def _create_chat_invite_link(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._may_invite(params)
+        name = params.get("name")
+        if name is not None and len(str(name)) > 32:
+            raise _ApiError(400, "Bad Request: invite link name is too long")
+        limit = params.get("member_limit")
+        if limit is not None and not (isinstance(limit, int) and 1 <= limit <= 99999):
+            raise _ApiError(400, "Bad Request: member limit must be between 1 and 99999")
+        joins = params.get("creates_join_request") is True
+        if joins and limit is not None:
+            raise _ApiError(
+                400, "Bad Request: member limit can't be specified for links requiring approval"
+            )
+        with self._lock:
+            number = len(self._state.invite_links) + 1
+            link: dict[str, Any] = {
+                "invite_link": f"https://t.me/+standin{number:06d}"
+                + zlib.crc32(f"{chat_id}:{number}".encode()).to_bytes(4).hex(),
+                "creator": self.bot_user(),
+                "creates_join_request": joins,
+                "is_primary": False,
+                "is_revoked": False,
+            }
+            if name:
+                link["name"] = str(name)
+            if isinstance(params.get("expire_date"), int):
+                link["expire_date"] = params["expire_date"]
+            if limit is not None:
+                link["member_limit"] = limit
+            self._state.invite_links[link["invite_link"]] = {**link, "_chat_id": chat_id}
+        return link
+
+    def _revoke_chat_invite_link(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._may_invite(params)
+        with self._lock:
+            link = self._state.invite_links.get(str(params.get("invite_link")))
+            if link is None or link["_chat_id"] != chat_id:
+                raise _ApiError(400, INVITE_HASH_EXPIRED)
+            link["is_revoked"] = True
+            return self._public_link(link)
+
+    def _decide_join_request(self, params: dict[str, Any], outcome: str) -> bool:
+        chat_id = self._chat_id(params)
+        status, can_invite = self._bot_in(chat_id)
+        if status != "creator" and not (status == "administrator" and can_invite):
+            raise _ApiError(400, "Bad Request: CHAT_ADMIN_REQUIRED")
+        user_id = params.get("user_id")
+        if not isinstance(user_id, int):
+            raise _ApiError(400, "Bad Request: invalid user_id specified")
+        with self._lock:
+            if self._state.join_requests.get((chat_id, user_id)) != "pending":
+                raise _ApiError(400, REQUESTER_MISSING)
+            self._state.join_requests[(chat_id, user_id)] = outcome
+        return True
+
+    def _approve_join_request(self, params: dict[str, Any]) -> bool:
+        return self._decide_join_request(params, "approved")
+
+    def _decline_join_request(self, params: dict[str, Any]) -> bool:
+        return self._decide_join_request(params, "declined")
+
+    def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat_id(params)
+        user_id = params.get("user_id")
+        if not isinstance(user_id, int):
+            raise _ApiError(400, "Bad Request: invalid user_id specified")
+        if user_id != self._bot_id:
+            raise _ApiError(400, "Bad Request: user not found")
+        status, can_invite = self._bot_in(chat_id)
+        member: dict[str, Any] = {"user": self.bot_user(), "status": status}
+        if status == "administrator":
+            member.update(
+                can_be_edited=False,
+                is_anonymous=False,
+                can_manage_chat=True,
+                can_delete_messages=False,
+                can_manage_video_chats=False,
+                can_restrict_members=False,
+                can_promote_members=False,
+                can_change_info=False,
+                can_invite_users=can_invite,
+                can_post_stories=False,
+                can_edit_stories=False,
+                can_delete_stories=False,
+            )
+        return member
 
     def _set_webhook(self, params: dict[str, Any]) -> bool:
         url = params.get("url")

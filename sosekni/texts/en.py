@@ -128,4 +128,32 @@ TEXTS: dict[str, str] = {
     ),
     "stats_admin": "{admin}: {approved} approved, {rejected} rejected",
     "stats_no_decisions": "No decisions.",
+    "welcome_link": (
+        "Good news: your request #{id} has been approved. Welcome to SOSenki!\n\n"
+        "Join the community chat with this link: {link}\n"
+        "It is yours alone, works once and is valid until {expires}. "
+        "/status shows it again, or gives you a new one once it has expired."
+    ),
+    "status_link": "Your link to the community chat: {link} (works once, valid until {expires}).",
+    "status_link_coming": "A new link to the community chat is on its way.",
+    "status_link_failed": (
+        "A new link to the community chat could not be made just now; "
+        "the administrators have been told."
+    ),
+    "community_refused": (
+        "⚠️ I cannot create invite links for the community chat {chat}: {reason}\n\n"
+        "Make me an administrator of that chat with the right to invite users. Until then "
+        "approved clients get their welcome without a link; /status gives them one once it "
+        "works. I say this once until a link has been created again."
+    ),
+    "join_request_text": "asked to join through {name}",
+    "welcome_joined": (
+        "Good news: your request #{id} has been approved. Welcome to SOSenki! "
+        "You are now a member of the community chat."
+    ),
+    "admin_join_not_told": (
+        "\nThe person could not be told: Telegram lets the bot write to someone who asked "
+        "to join for 5 minutes only. The join request itself was answered."
+    ),
+    "digest_join_not_told": " · the person could not be told (over 5 minutes after asking to join)",
 }
