@@ -340,6 +340,26 @@ async def test_get_updates_long_poll() -> None:
     assert fake.calls("getUpdates")[0].params["timeout"] == 1
 
 
+async def test_a_reset_ends_a_held_poll_which_neither_takes_updates_nor_is_recorded() -> None:
+    """A test's killed poller may leave its long poll held; after the next test's reset it
+    must not take that test's updates nor show among its calls."""
+    clock = ManualClock()  # stands still: only the reset can end the poll
+    fake = FakeTelegram(clock=clock).start()
+    try:
+        async with make_bot(fake, read_timeout=30) as bot:
+            held = asyncio.create_task(bot.get_updates(timeout=50))
+            await asyncio.sleep(0.3)
+            assert not held.done()
+            fake.reset()
+            fake.push_update(callback_update())
+            assert await held == ()
+            assert fake.calls() == []
+            [update] = await bot.get_updates()  # the update waited for the next poll
+            assert update.callback_query is not None
+    finally:
+        fake.stop()
+
+
 async def test_wrong_token_is_invalid(fake: FakeTelegram) -> None:
     bot = make_bot(fake, token="654321:WRONG-token")
     with pytest.raises(InvalidToken):

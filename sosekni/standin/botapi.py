@@ -1231,12 +1231,15 @@ class TelegramStandIn:
         if isinstance(timeout, int | float) and not isinstance(timeout, bool):
             wait = min(max(float(timeout), 0.0), MAX_LONG_POLL)
         poll = _Poll(params.get("offset"), limit, self._clock() + wait)
-        found = self._take_updates(poll)
+        found = self._take_updates(poll, self._state) or []
         return found if found or wait <= 0 else poll
 
-    def _take_updates(self, poll: _Poll) -> list[dict[str, Any]]:
-        """The updates a poll gets now; confirms (forgets) those below its offset."""
+    def _take_updates(self, poll: _Poll, born: _State) -> list[dict[str, Any]] | None:
+        """The updates a poll gets now; confirms (forgets) those below its offset. None when
+        the stand-in was reset since the poll came (`born` is the state it came to)."""
         with self._lock:
+            if self._state is not born:
+                return None
             if self._state.webhook.url:
                 raise _ApiError(409, GETUPDATES_CONFLICT)
             updates = self._state.updates
@@ -1250,13 +1253,21 @@ class TelegramStandIn:
             return [dict(update) for update in updates[: poll.limit]]
 
     async def _poll(self, poll: _Poll, method: str, params: dict[str, Any]) -> Answer:
-        """Hold a long poll until an update comes or its timeout runs out on the clock."""
+        """Hold a long poll until an update comes or its timeout runs out on the clock.
+
+        A reset ends a held poll with no updates and no record: it belongs to the world before
+        the reset (a test's killed poller), which must neither take the next test's updates
+        nor appear among its calls."""
+        with self._lock:
+            born = self._state
         while True:
             changed = self._changed
             try:
-                found = self._take_updates(poll)
+                found = self._take_updates(poll, born)
             except _ApiError as error:
                 return self._finish(method, params, error.status, None, error.description)
+            if found is None:
+                return HTTPStatus.OK, _json({"ok": True, "result": []})
             remaining = poll.deadline - self._clock()
             if found or remaining <= 0 or changed is None:
                 return self._finish(method, params, 200, found)
