@@ -42,6 +42,7 @@ class ClientRequest(Table, tablename="client_request"):
     reminded_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    unreachable_at = Timestamptz(null=True, default=None)  # its client blocked the bot
 
 
 class InboxUpdate(Table, tablename="inbox_update"):
@@ -90,10 +91,19 @@ class AdminNotification(Table, tablename="admin_notification"):
     created_at = Timestamptz()
 
 
+class BlockedChat(Table, tablename="blocked_chat"):
+    """A client's chat that answered 403 (they blocked the bot): messages to it are held
+    (outbox status `held`) until the client writes again."""
+
+    chat_id = BigInt(primary_key=True)
+    blocked_at = Timestamptz()
+
+
 ALL_TABLES: tuple[type[Table], ...] = (
     Administrator,
     ClientRequest,
     InboxUpdate,
     OutboxMessage,
     AdminNotification,
+    BlockedChat,
 )

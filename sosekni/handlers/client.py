@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from telegram import Update
+from telegram import Chat, Update
 from telegram.ext import ContextTypes
 
 from sosekni.handlers import admin, chat_id_of, person_of, settings_of
 from sosekni.handlers.chats import command_of
-from sosekni.services import requests
+from sosekni.services import blocked, requests
 
 
 def text_after_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
@@ -60,3 +60,12 @@ async def caption_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await handlers[command.name](update, context)
     elif command is not None:
         await other_text(update, context)
+
+
+async def returned(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Runs before every handler: a person writing to the bot in private (or tapping one of
+    its buttons there) has not blocked it, so what was held for their chat goes out now."""
+    chat, sender = update.effective_chat, update.effective_user
+    if chat is None or sender is None or chat.type != Chat.PRIVATE or chat.id != sender.id:
+        return
+    await blocked.client_returned(chat.id, settings_of(context).default_language)

@@ -100,4 +100,5 @@ TEXTS: dict[str, str] = {
         "for access or to see your request."
     ),
     "group_button": "This works in a private chat with the bot only.",
+    "client_unreachable": "⚠️ <b>Client unreachable (blocked the bot)</b>",
 }
