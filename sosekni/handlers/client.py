@@ -35,6 +35,7 @@ async def request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         chat_id_of(update),
         text_after_command(update, context),
         settings_of(context).default_language,
+        settings_of(context).admin_chat_id,
     )
 
 
