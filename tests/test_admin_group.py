@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -171,3 +172,27 @@ async def test_a_burst_reaches_the_group_as_digests_each_request_once(
     assert Counter(tg.shown_requests(GROUP)) == Counter(ids)
     assert len(tg.calls("sendMessage", chat_id=GROUP)) < len(ids)  # digests, not 12 cards
     assert tg.calls("sendMessage", chat_id=admin["id"]) == []
+
+
+async def test_reminders_go_to_the_group_once_not_to_each_administrator(
+    bound_database: str,
+) -> None:
+    from sosekni.db import utcnow
+    from sosekni.services import requests
+
+    db = Db(bound_database)
+    admins = [next_id(), next_id()]
+    for admin in admins:
+        await db.add_admin(admin)
+    client = requests.Person(next_id(), "Anna", "anna", "en")
+    _, request_id = await requests.submit(client, client.telegram_id, "Plot 42", "en", GROUP)
+    later = utcnow() + timedelta(hours=25)
+    assert await requests.remind_due(later, timedelta(hours=24), "en", GROUP) == [request_id]
+    cards = await db.fetch(
+        "SELECT chat_id, purpose FROM outbox_message WHERE purpose IN ('notify', 'remind') "
+        "ORDER BY id"
+    )
+    assert cards == [
+        {"chat_id": GROUP, "purpose": "notify"},
+        {"chat_id": GROUP, "purpose": "remind"},
+    ]

@@ -471,3 +471,16 @@ def test_a_percent_encoded_password_reaches_the_database(postgres_url: str) -> N
 
     assert done.exit_code == 0, done.output
     assert done.stdout.startswith("applied ")
+
+
+@pytest.mark.parametrize("value", ["123456789", "-12abc", "admins", "-"])
+def test_admin_chat_id_must_be_a_group_id(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^ADMIN_CHAT_ID must be the id of a group"):
+        load_settings(full_env(ADMIN_CHAT_ID=value))
+
+
+def test_admin_chat_id_is_optional_and_read_as_a_number() -> None:
+    assert load_settings(full_env()).admin_chat_id is None
+    assert load_settings(full_env(ADMIN_CHAT_ID=" -1001234567890 ")).admin_chat_id == (
+        -1001234567890
+    )
