@@ -82,12 +82,13 @@ async def test_a_blocked_client_is_marked_once_held_and_released_when_they_write
     assert decision == [{"status": "held"}]
     for admin in (first_admin, second_admin):
         assert "Approved" in shown(tg, admin) and UNREACHABLE in shown(tg, admin)
-    unreachable_edits = [
-        c
-        for c in tg.calls("editMessageText")
-        if UNREACHABLE in str(c.params.get("text")) and "Approved" not in str(c.params["text"])
-    ]
-    assert len(unreachable_edits) <= 2  # once per copy at most (none when the card left later)
+    for admin in (first_admin, second_admin):  # once per copy at most (none if it left later)
+        marked = [
+            c
+            for c in tg.calls("editMessageText", chat_id=admin)
+            if UNREACHABLE in str(c.params["text"]) and "Approved" not in str(c.params["text"])
+        ]
+        assert len(marked) <= 1, tg.summary()
 
     listed = await asyncio.to_thread(
         ops_in_process, ["requests", "list"], base_env(db.url, tg.base_url)
@@ -109,6 +110,28 @@ async def test_a_blocked_client_is_marked_once_held_and_released_when_they_write
         ops_in_process, ["requests", "list"], base_env(db.url, tg.base_url)
     )
     assert "client unreachable" not in listed.stdout
+
+
+async def test_a_card_already_on_screen_is_edited_once_when_the_decision_is_refused(
+    bot: tuple[BotServer, Db, FakeTelegram],
+) -> None:
+    server, db, tg = bot
+    admin = next_id()
+    await db.reset(admins=(admin,))
+    client = user(next_id(), "Vera", None, lang="ru")
+    await post_all(server, db, message(client, "/request Участок 19"))
+    request_id = int(await db.value("SELECT id FROM client_request"))
+    assert UNREACHABLE not in shown(tg, admin)
+    tg.block_chat(client["id"])
+    card = bot_message(admin, 1, f"Access request #{request_id}")
+    await post_all(server, db, callback(user(admin, "Olga"), f"reject:{request_id}", card))
+    assert await db.value("SELECT count(*) FROM blocked_chat") == 1
+    assert "Rejected" in shown(tg, admin) and UNREACHABLE in shown(tg, admin), tg.summary()
+    assert len(tg.calls("editMessageText", chat_id=admin)) <= 2  # the decision, the mark
+    assert [c.status for c in tg.calls("sendMessage", client["id"])] == [
+        HTTPStatus.OK,
+        HTTPStatus.FORBIDDEN,  # the rejection: not retried
+    ]
 
 
 async def test_an_administrator_refusing_is_not_a_blocked_client(
