@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from ops import admin, backup, deploy, health, migrate, prune, queues, requests, serve, webhook
+from ops import (
+    admin,
+    backup,
+    deploy,
+    health,
+    migrate,
+    prune,
+    queues,
+    requests,
+    serve,
+    stats,
+    webhook,
+)
 from ops.common import OpsGroup
 
 app = typer.Typer(
@@ -26,6 +38,7 @@ app.command()(deploy.deploy)
 app.command()(deploy.rollback)
 app.command()(deploy.releases)
 app.command()(prune.prune)
+app.command()(stats.stats)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(admin.app, name="admin")
 app.add_typer(requests.app, name="requests")

@@ -50,6 +50,8 @@ class Status(StrEnum):
     pending = "pending"
     approved = "approved"
     rejected = "rejected"
+    cancelled = "cancelled"
+    expired = "expired"
 
 
 @app.command("list")

@@ -161,6 +161,7 @@ class Settings:
     log_level: str = "INFO"
     default_language: str = "en"
     pending_reminder_hours: float = 24.0
+    pending_expiry_days: float = 0.0  # 0: pending requests never expire
     log_format: str = "text"
     backup_dir: Path = Path("./backups")
     deploy_root: Path = Path("/opt/sosekni")
@@ -265,6 +266,14 @@ def load_settings(
     if not 0 < reminder <= 24 * 365:
         raise ConfigError("PENDING_REMINDER_HOURS must be greater than 0 and at most 8760")
 
+    expiry_raw = get("PENDING_EXPIRY_DAYS") or "0"
+    try:
+        expiry = float(expiry_raw)
+    except ValueError:
+        raise ConfigError("PENDING_EXPIRY_DAYS must be a number of days, e.g. 14") from None
+    if not 0 <= expiry <= 3650:
+        raise ConfigError("PENDING_EXPIRY_DAYS must be 0 (never) or at most 3650 days")
+
     log_format = (get("LOG_FORMAT") or "text").lower()
     if log_format not in ("text", "json"):
         raise ConfigError("LOG_FORMAT must be text or json")
@@ -283,6 +292,7 @@ def load_settings(
         log_level=log_level,
         default_language=language,
         pending_reminder_hours=reminder,
+        pending_expiry_days=expiry,
         log_format=log_format,
         backup_dir=Path(get("BACKUP_DIR") or "./backups"),
         deploy_root=Path(get("DEPLOY_ROOT") or "/opt/sosekni"),

@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sosekni.tables import APPROVED, PENDING
+from sosekni.tables import PENDING
 from sosekni.texts import text
 
 MESSAGE_MAX = 4096  # characters Telegram accepts in one message, after its HTML is parsed
@@ -69,10 +69,13 @@ def unreachable_note(request: dict[str, Any], language: str) -> str:
 
 
 def outcome_card(request: dict[str, Any], language: str) -> str:
-    """The card once decided: the request, the outcome and who decided, no buttons."""
-    key = "admin_outcome_approved" if request["status"] == APPROVED else "admin_outcome_rejected"
+    """The card once decided, withdrawn or expired: the request, the outcome and who decided,
+    no buttons."""
     outcome = text(
-        language, key, admin=_decider(request), responded=when(request.get("responded_at"))
+        language,
+        f"admin_outcome_{request['status']}",
+        admin=_decider(request),
+        responded=when(request.get("responded_at")),
     )
     if request.get("reason"):
         reason = clip(request["reason"], REASON_IN_CARD_MAX)
@@ -118,10 +121,9 @@ def digest_block(request: dict[str, Any], language: str, excerpt: int) -> str:
     if request.get("unreachable_at"):
         block += "\n" + text(language, "client_unreachable")
     if request["status"] != PENDING:
-        key = "approved" if request["status"] == APPROVED else "rejected"
         block += "\n" + text(
             language,
-            f"digest_outcome_{key}",
+            f"digest_outcome_{request['status']}",
             admin=_decider(request),
             responded=when(request.get("responded_at")),
         )

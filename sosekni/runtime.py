@@ -72,6 +72,7 @@ class Runtime:
             timedelta(hours=settings.pending_reminder_hours),
             settings.default_language,
             ready=self.ready,
+            expiry=timedelta(days=settings.pending_expiry_days),
             admin_chat_id=settings.admin_chat_id,
         )
         self.retention = RetentionLoop(Retention.of(settings), ready=self.ready)

@@ -6,6 +6,8 @@ from piccolo.columns import BigInt, Boolean, Integer, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+CANCELLED, EXPIRED = "cancelled", "expired"  # withdrawn by the client; nobody decided in time
+DECIDED_STATES = (APPROVED, REJECTED)  # the administrators' decisions
 MAX_REQUEST_TEXT = 4096
 
 
@@ -25,7 +27,11 @@ class Administrator(Table, tablename="administrator"):
 
 
 class ClientRequest(Table, tablename="client_request"):
-    """One `/request` from a client and, once decided, who decided what and when."""
+    """One `/request` from a client and, once decided, who decided what and when.
+
+    `status`: pending → approved | rejected | cancelled | expired. `responded_at` is when it
+    left pending, whoever ended it; `admin_*` and `response` only for a decision.
+    """
 
     client_telegram_id = BigInt(index=True)
     client_username = Varchar(length=255, null=True, default=None)

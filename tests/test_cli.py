@@ -71,6 +71,7 @@ HELP_PAGES = [
     ("deploy",),
     ("rollback",),
     ("releases",),
+    ("stats",),
     ("webhook",),
     ("webhook", "set"),
     ("webhook", "info"),

@@ -57,6 +57,7 @@ CASES = [
     Case("bad-language", "DEFAULT_LANGUAGE", {"DEFAULT_LANGUAGE": "de"}, SERVE),
     Case("bad-reminder", "PENDING_REMINDER_HOURS", {"PENDING_REMINDER_HOURS": "soon"}, SERVE),
     Case("bad-log-format", "LOG_FORMAT", {"LOG_FORMAT": "xml"}, SERVE),
+    Case("bad-expiry", "PENDING_EXPIRY_DAYS", {"PENDING_EXPIRY_DAYS": "-1"}, SERVE),
 ]
 RUNS = [(command, case) for case in CASES for command in case.commands]
 

@@ -89,11 +89,12 @@ async def test_own_commands_in_a_group_get_one_pointer_to_the_private_chat(
         "/request@SoSenkiTestBot Plot 19",
         "/start@SoSenkiTestBot",
         "/status@sosenkitestbot",
+        "/cancel@SoSenkiTestBot",
     )
     for command in commands:
         await post_all(server, db, in_group(message(client, command), chat, topic=3))
     texts = tg.sent_texts(chat["id"])
-    assert len(texts) == 3, tg.summary()
+    assert len(texts) == 4, tg.summary()
     for sent in texts:
         assert POINTER in sent
         assert "Vera" not in sent and "vera_k" not in sent and str(client["id"]) not in sent

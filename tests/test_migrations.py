@@ -372,3 +372,33 @@ async def test_a_migration_that_cannot_apply_fails_with_one_line_and_stays_unapp
     lines = up.stderr.splitlines()
     assert lines[0].startswith("error: ")
     assert len(lines) == 1, up.stderr
+
+
+STATES_ID = "2026-12-03T18:10:00:000000"  # cancelled and expired
+
+
+async def test_the_states_migration_allows_cancelled_and_expired_and_undoes_to_rejected(
+    migrated: Target,
+) -> None:
+    await migrated.insert_request(1004, "cancelled")
+    await migrated.insert_request(1005, "expired")
+    before = IDS[IDS.index(STATES_ID) - 1]
+
+    down = migrated.ops("migrate", "--to", before)
+
+    assert (down.returncode, down.stderr) == (0, ""), down.stderr
+    assert STATES_ID not in await migrated.applied()
+    rows = await migrated.db.fetch(
+        "SELECT client_telegram_id, status FROM client_request ORDER BY client_telegram_id"
+    )
+    assert [(r["client_telegram_id"], r["status"]) for r in rows] == [
+        (1004, "rejected"),
+        (1005, "rejected"),
+    ]
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.CheckViolationError)):
+        await migrated.insert_request(1006, "cancelled")
+
+    assert migrated.ops("migrate").returncode == 0
+    await migrated.insert_request(1006, "expired")
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.CheckViolationError)):
+        await migrated.insert_request(1007, "maybe")

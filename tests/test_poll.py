@@ -208,7 +208,7 @@ async def test_a_redelivered_update_is_processed_once(world: World) -> None:
     confirmed, status = world.tg.sent_texts(client["id"])
     assert confirmed == confirmation(request_id)
     assert status.startswith(f"Your request #{request_id} (sent ")
-    assert status.endswith(") is pending review.")
+    assert status.endswith(") is pending review.\nSend /cancel to withdraw a pending request.")
     assert len(world.tg.sent_texts(world.admin["id"])) == 1
     assert await world.db.value("SELECT count(*) FROM client_request") == 1
     assert (

@@ -382,7 +382,9 @@ async def test_status_follows_the_latest_request(world: World) -> None:
     request_id = await world.request(client)
     await world.send(message(client, "/status"))
     assert world.last_text(client["id"]).startswith(f"Your request #{request_id} (sent ")
-    assert world.last_text(client["id"]).endswith(" UTC) is pending review.")
+    assert world.last_text(client["id"]).endswith(
+        " UTC) is pending review.\nSend /cancel to withdraw a pending request."
+    )
 
     olga = world.admins[0]
     await world.send(

@@ -1,4 +1,4 @@
-"""What administrators send: button taps, text replies, /pending."""
+"""What administrators send: button taps, text replies, /pending, /stats."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from telegram.ext import ContextTypes
 
 from sosekni.handlers import chat_id_of, person_of, settings_of
 from sosekni.services import requests
+from sosekni.services import stats as stats_service
 from sosekni.services.requests import Answer
 from sosekni.tables import APPROVED, REJECTED
 
@@ -87,3 +88,8 @@ async def pending(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await requests.list_pending(
         person_of(update, context), chat_id_of(update), settings_of(context).default_language
     )
+
+
+async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Requests by status, time to decision and decisions per administrator."""
+    await stats_service.answer(person_of(update, context), chat_id_of(update))

@@ -2,7 +2,7 @@
 
 The bot acts in private chats only. In a group it stays silent: no help, no decisions, no
 `/pending` cards, nothing stored, so no personal data ever lands in a group. Its own
-`/start`, `/request` and `/status` addressed to it there (`/request@Bot`) get one short
+`/start`, `/request`, `/status` and `/cancel` addressed to it there (`/request@Bot`) get one short
 pointer to the private chat, a `t.me/<bot>?start=request` deep link. A bare `/start` in a
 group gets nothing: with several bots in a group it is as likely meant for another one.
 
@@ -37,7 +37,7 @@ TELEGRAM_SERVICE = 777000  # "Telegram": service notifications, channel posts in
 GROUP_ANONYMOUS_BOT = 1087968824  # an anonymous group administrator
 CHANNEL_BOT = 136817688  # a user writing on behalf of a channel
 PLACEHOLDER_USERS = frozenset({TELEGRAM_SERVICE, GROUP_ANONYMOUS_BOT, CHANNEL_BOT})
-POINTED_COMMANDS = frozenset({"start", "request", "status"})
+POINTED_COMMANDS = frozenset({"start", "request", "status", "cancel"})
 
 
 @dataclass(frozen=True)

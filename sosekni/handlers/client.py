@@ -7,7 +7,7 @@ from telegram.ext import ContextTypes
 
 from sosekni.handlers import admin, chat_id_of, person_of, settings_of
 from sosekni.handlers.chats import command_of
-from sosekni.services import blocked, requests
+from sosekni.services import blocked, endings, requests
 
 
 def text_after_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
@@ -44,6 +44,13 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await requests.status(person_of(update, context), chat_id_of(update))
 
 
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Withdraw the client's pending request, if any."""
+    await endings.cancel(
+        person_of(update, context), chat_id_of(update), settings_of(context).default_language
+    )
+
+
 async def other_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Anything else in a private chat: a short help."""
     person = person_of(update, context)
@@ -56,7 +63,14 @@ async def caption_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     message = update.effective_message
     assert message is not None
     command = command_of(message, context.bot.username)
-    handlers = {"start": start, "request": request, "status": status, "pending": admin.pending}
+    handlers = {
+        "start": start,
+        "request": request,
+        "status": status,
+        "cancel": cancel,
+        "pending": admin.pending,
+        "stats": admin.stats,
+    }
     if command is not None and command.name in handlers:
         await handlers[command.name](update, context)
     elif command is not None:

@@ -20,7 +20,15 @@ from sosekni.render import (
 )
 from sosekni.services import admins, cards
 from sosekni.services.work import UnitOfWork, unit_of_work
-from sosekni.tables import APPROVED, MAX_REQUEST_TEXT, PENDING, REJECTED, ClientRequest
+from sosekni.tables import (
+    APPROVED,
+    CANCELLED,
+    EXPIRED,
+    MAX_REQUEST_TEXT,
+    PENDING,
+    REJECTED,
+    ClientRequest,
+)
 from sosekni.texts import text
 
 log = logging.getLogger(__name__)
@@ -229,8 +237,12 @@ async def status(client: Person, chat_id: int) -> str | None:
         }
         if request["status"] == PENDING:
             message = text(lang, "status_pending", **values)
+            message += "\n" + text(lang, "help_cancel")
         elif request["status"] == APPROVED:
             message = text(lang, "status_approved", **values)
+        elif request["status"] in (CANCELLED, EXPIRED):
+            message = text(lang, f"status_{request['status']}", **values)
+            message += "\n" + text(lang, "status_rejected_again")
         else:
             key = "status_rejected_reason" if request["reason"] else "status_rejected"
             reason = html.escape(clip(request["reason"] or "", REASON_IN_MESSAGE_MAX))
@@ -328,6 +340,17 @@ async def _decide(
             _answer(work, answer, text(lang, "request_not_found", id=request_id), alert=True)
             return Decided.NOT_FOUND
         done = _request(found[0])
+        if done["status"] in (CANCELLED, EXPIRED):  # nobody decided: no name to show
+            status_word = text(lang, f"status_word_{done['status']}")
+            ended = text(
+                lang,
+                "already_ended",
+                id=request_id,
+                status=status_word,
+                responded=when(done["responded_at"]),
+            )
+            _answer(work, answer, ended, alert=True)
+            return Decided.ALREADY_PROCESSED
         _answer(
             work,
             answer,
@@ -432,7 +455,7 @@ async def point_to_private(chat_id: int, language: str, link: str) -> None:
         )
 
 
-STATUSES = (PENDING, APPROVED, REJECTED)
+STATUSES = (PENDING, APPROVED, REJECTED, CANCELLED, EXPIRED)
 
 
 async def audit(status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:

@@ -100,5 +100,33 @@ TEXTS: dict[str, str] = {
         "for access or to see your request."
     ),
     "group_button": "This works in a private chat with the bot only.",
+    # cancel and expiry (issue 13)
+    "cancel_none": "You have no pending request to withdraw.",
+    "cancelled": (
+        "Your request #{id} has been withdrawn. You may send a new request with /request."
+    ),
+    "expired": (
+        "Your request #{id} expired: no decision was made in {days} day(s). "
+        "You may send a new request with /request."
+    ),
+    "status_cancelled": "You withdrew your request #{id} on {responded}.",
+    "status_expired": "Your request #{id} expired on {responded} without a decision.",
+    "admin_outcome_cancelled": "\n\n↩️ <b>Withdrawn by the client</b> at {responded}",
+    "admin_outcome_expired": "\n\n⌛ <b>Expired</b> at {responded}",
+    "digest_outcome_cancelled": "↩️ <b>Withdrawn by the client</b> at {responded}",
+    "digest_outcome_expired": "⌛ <b>Expired</b> at {responded}",
+    "status_word_cancelled": "withdrawn by the client",
+    "status_word_expired": "expired",
+    "already_ended": "Request #{id} is no longer pending: {status} at {responded}.",
+    "help_cancel": "Send /cancel to withdraw a pending request.",
+    # /stats (issue 13)
+    "stats_period": (
+        "<b>Last {days} days</b>\n"
+        "Requests: {total} · pending {pending} · approved {approved} · rejected {rejected} · "
+        "withdrawn {cancelled} · expired {expired}\n"
+        "Time to decision: median {median}, 90% within {p90}"
+    ),
+    "stats_admin": "{admin}: {approved} approved, {rejected} rejected",
+    "stats_no_decisions": "No decisions.",
     "client_unreachable": "⚠️ <b>Client unreachable (blocked the bot)</b>",
 }

@@ -101,5 +101,31 @@ TEXTS: dict[str, str] = {
         "запросить доступ или узнать о своём запросе."
     ),
     "group_button": "Это работает только в личном чате с ботом.",
+    # cancel and expiry (issue 13)
+    "cancel_none": "У вас нет запроса, ожидающего рассмотрения, который можно отозвать.",
+    "cancelled": ("Ваш запрос #{id} отозван. Вы можете отправить новый запрос командой /request."),
+    "expired": (
+        "Срок вашего запроса #{id} истёк: решение не было принято за {days} дн. "
+        "Вы можете отправить новый запрос командой /request."
+    ),
+    "status_cancelled": "Вы отозвали свой запрос #{id} {responded}.",
+    "status_expired": "Срок вашего запроса #{id} истёк {responded}, решение не было принято.",
+    "admin_outcome_cancelled": "\n\n↩️ <b>Отозван клиентом</b>: {responded}",
+    "admin_outcome_expired": "\n\n⌛ <b>Срок истёк</b>: {responded}",
+    "digest_outcome_cancelled": "↩️ <b>Отозван клиентом</b>: {responded}",
+    "digest_outcome_expired": "⌛ <b>Срок истёк</b>: {responded}",
+    "status_word_cancelled": "отозван клиентом",
+    "status_word_expired": "срок истёк",
+    "already_ended": "Запрос #{id} больше не ждёт решения: {status}, {responded}.",
+    "help_cancel": "Команда /cancel отзовёт запрос, ожидающий рассмотрения.",
+    # /stats (issue 13)
+    "stats_period": (
+        "<b>Последние {days} дн.</b>\n"
+        "Запросов: {total} · ждут {pending} · одобрено {approved} · отклонено {rejected} · "
+        "отозвано {cancelled} · истекло {expired}\n"
+        "Время до решения: медиана {median}, 90% — не дольше {p90}"
+    ),
+    "stats_admin": "{admin}: одобрено {approved}, отклонено {rejected}",
+    "stats_no_decisions": "Решений не было.",
     "client_unreachable": "⚠️ <b>Клиент недоступен (заблокировал бота)</b>",
 }
