@@ -134,6 +134,30 @@ async def test_a_card_already_on_screen_is_edited_once_when_the_decision_is_refu
     ]
 
 
+async def test_a_pending_card_gets_the_mark_and_loses_it_keeping_its_buttons(
+    bot: tuple[BotServer, Db, FakeTelegram],
+) -> None:
+    server, db, tg = bot
+    admin = next_id()
+    await db.reset(admins=(admin,))
+    client = user(next_id(), "Gleb", "gleb")
+    await post_all(server, db, message(client, "/request Plot 3"))
+    request_id = int(await db.value("SELECT id FROM client_request"))
+    tg.block_chat(client["id"])  # blocked right after: the answer to /start is refused
+    await post_all(server, db, message(client, "/start"))
+    (marked,) = tg.calls("editMessageText", chat_id=admin)
+    assert UNREACHABLE in marked.params["text"]
+    assert marked.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == (
+        f"approve:{request_id}"
+    )
+    tg.unblock_chat(client["id"])
+    await post_all(server, db, message(client, "/status"))
+    _, unmarked = tg.calls("editMessageText", chat_id=admin)
+    assert UNREACHABLE not in unmarked.params["text"]
+    assert "reply_markup" in unmarked.params  # still pending: the buttons stay
+    assert await db.value("SELECT status FROM client_request") == "pending"
+
+
 async def test_an_administrator_refusing_is_not_a_blocked_client(
     bot: tuple[BotServer, Db, FakeTelegram],
 ) -> None:
