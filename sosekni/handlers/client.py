@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from telegram import Chat, Update
-from telegram.ext import ContextTypes
+from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from sosekni.handlers import admin, chat_id_of, person_of, settings_of
 from sosekni.handlers.chats import command_of
@@ -83,4 +83,15 @@ async def returned(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     chat, sender = update.effective_chat, update.effective_user
     if chat is None or sender is None or chat.type != Chat.PRIVATE or chat.id != sender.id:
         return
-    await blocked.client_returned(chat.id, settings_of(context).default_language)
+    try:
+        await blocked.client_returned(chat.id, settings_of(context).default_language)
+    except Exception as exc:
+        # PTB would go on to the handlers, whose answer would then be held: instead the
+        # whole update fails here and the inbox tries it again.
+        from sosekni.delivery.inbox import current_outcome
+
+        outcome = current_outcome.get()
+        if outcome is None:
+            raise
+        outcome.error = exc
+        raise ApplicationHandlerStop from exc
