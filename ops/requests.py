@@ -59,7 +59,8 @@ def list_(
     status: Annotated[Status | None, typer.Option(help="Only requests in this state.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 50,
 ) -> None:
-    """Show requests, newest first, with who decided what and when.
+    """Show requests, newest first, with who decided what and when, and whether the client
+    blocked the bot ("client unreachable").
 
     Examples: sosekni-ops requests list · sosekni-ops requests list --status pending
     """
@@ -76,8 +77,9 @@ def list_(
         if r["client_username"]:
             client += f" @{r['client_username']}"
         short = r["text"] if len(r["text"]) <= 60 else r["text"][:59] + "…"
+        state = r["status"] + (", client unreachable" if r.get("unreachable_at") else "")
         table.add_row(
-            str(r["id"]), r["status"], plain(client), plain(short), when(r["submitted_at"]),
+            str(r["id"]), state, plain(client), plain(short), when(r["submitted_at"]),
             plain(r["admin_name"] or ""), when(r["responded_at"]) if r["responded_at"] else "",
             plain(r["reason"] or ""),
         )  # fmt: skip

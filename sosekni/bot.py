@@ -63,7 +63,8 @@ def build_application(settings: Settings) -> Application:
 
 def add_handlers(application: Application) -> None:
     """The handler table, behind `chats.gate` (group -1): the one place that decides which
-    chats and senders the handlers below ever see (private chats, persons).
+    chats and senders the handlers below ever see (private chats, persons). Before it,
+    `client.returned` (group -2) releases what was held for a client who blocked the bot.
 
     The handlers (and through them the services and the database layer) are imported here,
     not at the top: `bot_for` serves operator commands that must not load them.
@@ -71,6 +72,7 @@ def add_handlers(application: Application) -> None:
     from sosekni.delivery.inbox import on_handler_error
     from sosekni.handlers import admin, chats, client
 
+    application.add_handler(TypeHandler(Update, client.returned), group=-2)
     application.add_handler(TypeHandler(Update, chats.gate), group=-1)
     application.add_handlers(
         [

@@ -97,6 +97,18 @@ def _days(env_get: Callable[[str], str | None], name: str, default: float, least
     return days
 
 
+def _admin_chat_id(raw: str | None) -> int | None:
+    """ADMIN_CHAT_ID: the administrators' group, a negative Telegram chat id (a group's
+    `-123…`, a supergroup's `-100…`); a user id here would send every card to one person."""
+    if raw is None:
+        return None
+    if not re.fullmatch(r"-\d{1,20}", raw):
+        raise ConfigError(
+            "ADMIN_CHAT_ID must be the id of a group or supergroup (negative), e.g. -1001234567890"
+        )
+    return int(raw)
+
+
 def _database_url(raw: str) -> str:
     parsed = urlparse(raw)
     if parsed.scheme in ("postgres", "postgresql"):
@@ -159,6 +171,7 @@ class Settings:
     outbox_retention_days: float = 30.0
     community_chat_id: int | None = None
     invite_ttl_hours: float = 72.0
+    admin_chat_id: int | None = None
 
     def __repr__(self) -> str:
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
@@ -287,6 +300,7 @@ def load_settings(
         raise ConfigError("INVITE_TTL_HOURS must be greater than 0 and at most 8784")
 
     settings = Settings(
+        admin_chat_id=_admin_chat_id(get("ADMIN_CHAT_ID")),
         telegram_bot_token=Secret(token) if token else None,
         admin_telegram_ids=admins,
         database_url=_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),

@@ -59,9 +59,16 @@ def admin_card(
         "submitted": when(request["submitted_at"]),
     }
     head = text(language, "admin_card_reminder") if reminder else ""
+    tail = unreachable_note(request, language) + tail
     frame = head + text(language, "admin_card", text="", **values) + tail
     body = clip(request["text"], MESSAGE_MAX - visible_length(frame))
     return head + text(language, "admin_card", text=html.escape(body), **values) + tail
+
+
+def unreachable_note(request: dict[str, Any], language: str) -> str:
+    """The line a card gets while its client has blocked the bot: a decision may not reach
+    them."""
+    return "\n\n" + text(language, "client_unreachable") if request.get("unreachable_at") else ""
 
 
 def outcome_card(request: dict[str, Any], language: str) -> str:
@@ -116,6 +123,8 @@ def digest_block(request: dict[str, Any], language: str, excerpt: int) -> str:
     )
     if excerpt:
         block += "\n" + html.escape(clip(request["text"], excerpt))
+    if request.get("unreachable_at"):
+        block += "\n" + text(language, "client_unreachable")
     if request["status"] != PENDING:
         block += "\n" + text(
             language,

@@ -73,6 +73,7 @@ class Runtime:
             settings.default_language,
             ready=self.ready,
             expiry=timedelta(days=settings.pending_expiry_days),
+            admin_chat_id=settings.admin_chat_id,
         )
         self.retention = RetentionLoop(Retention.of(settings), ready=self.ready)
         self._tasks: list[asyncio.Task[None]] = []

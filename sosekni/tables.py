@@ -55,6 +55,7 @@ class ClientRequest(Table, tablename="client_request"):
     # A Telegram join request to that chat behind the request ("Request to join").
     join_chat_id = BigInt(null=True, default=None)
     join_notice = Varchar(length=16, null=True, default=None)
+    unreachable_at = Timestamptz(null=True, default=None)  # its client blocked the bot
 
 
 class InboxUpdate(Table, tablename="inbox_update"):
@@ -103,10 +104,19 @@ class AdminNotification(Table, tablename="admin_notification"):
     created_at = Timestamptz()
 
 
+class BlockedChat(Table, tablename="blocked_chat"):
+    """A client's chat that answered 403 (they blocked the bot): messages to it are held
+    (outbox status `held`) until the client writes again."""
+
+    chat_id = BigInt(primary_key=True)
+    blocked_at = Timestamptz()
+
+
 ALL_TABLES: tuple[type[Table], ...] = (
     Administrator,
     ClientRequest,
     InboxUpdate,
     OutboxMessage,
     AdminNotification,
+    BlockedChat,
 )

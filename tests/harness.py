@@ -133,7 +133,10 @@ class Db:
 
     async def reset(self, admins: tuple[int, ...] = ()) -> None:
         """Empty every table and make `admins` the active administrators."""
-        for table in ("admin_notification", "outbox_message", "inbox_update", "client_request"):
+        for table in (
+            "admin_notification", "outbox_message", "inbox_update", "client_request",
+            "blocked_chat",
+        ):  # fmt: skip
             await self.fetch(f"DELETE FROM {table}")
         await self.fetch("DELETE FROM administrator")
         for admin in admins:

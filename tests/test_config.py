@@ -481,3 +481,16 @@ def test_the_community_chat_is_optional_and_its_links_live_72_hours_by_default()
     assert (plain.community_chat_id, plain.invite_ttl_hours) == (None, 72.0)
     set_up = load_settings(valid_env(COMMUNITY_CHAT_ID="-1001234567890", INVITE_TTL_HOURS="24"))
     assert (set_up.community_chat_id, set_up.invite_ttl_hours) == (-1001234567890, 24.0)
+
+
+@pytest.mark.parametrize("value", ["123456789", "-12abc", "admins", "-"])
+def test_admin_chat_id_must_be_a_group_id(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^ADMIN_CHAT_ID must be the id of a group"):
+        load_settings(full_env(ADMIN_CHAT_ID=value))
+
+
+def test_admin_chat_id_is_optional_and_read_as_a_number() -> None:
+    assert load_settings(full_env()).admin_chat_id is None
+    assert load_settings(full_env(ADMIN_CHAT_ID=" -1001234567890 ")).admin_chat_id == (
+        -1001234567890
+    )

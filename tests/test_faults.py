@@ -294,7 +294,7 @@ async def test_refused_messages_fail_with_reason_and_hold_nothing_up(
         assert len(tg.calls("sendMessage", chat_id=chat)) == 1  # not retried
     assert tg.sent_texts(fine["id"])
     assert len(tg.shown_requests(admin)) == 3  # every request still reached the administrator
-    # a later message to a blocked chat is tried again on its own
+    # the client writing again (they unblocked the bot) releases the chat
     tg.unblock_chat(blocked["id"])
     assert (await server.post(message(blocked, "/status"))).status_code == 200
     await db.settle()

@@ -433,7 +433,10 @@ def test_the_default_bounds_give_up_after_20_attempts_or_a_day() -> None:
 async def test_a_failed_message_the_operator_retries_is_sent_at_the_next_look(
     sender: OutboxSender, telegram: FakeTelegram
 ) -> None:
-    telegram.fail_next(1, status=403, method="sendMessage")
+    # (a 403 would mark the chat blocked: held until the client writes, test_blocked_clients)
+    telegram.fail_next(
+        1, status=400, description="Bad Request: chat not found", method="sendMessage"
+    )
     await queue_message(4001, "again")
     await pump(sender)
     found = await row("again")

@@ -6,10 +6,12 @@ One process per database sends (`SenderLease`). It keeps the pending rows in mem
 makes each call as its own task: a chat waiting for its pace, or a slow call, never holds
 back another chat. A call that keeps failing is given up after `DeliveryPolicy.max_attempts`
 attempts or `max_age_s` (marked `failed`), so the messages behind it in its chat go on; a
-group that became a supergroup (`ChatMigrated`) has its queue moved there. What a card or
-an edit says is rendered by `services.cards` when it leaves; what a delivery means for the
-workflow (the administrator's copy) is recorded there too. Only a call in flight when the
-process dies can be sent twice; every other row is either sent and marked or not sent.
+group that became a supergroup (`ChatMigrated`) has its queue moved there. A 403 from a
+client's chat is not retried: the chat is marked blocked and its messages are held
+(`services.blocked`) until the client writes again. What a card or an edit says is rendered
+by `services.cards` when it leaves; what a delivery means for the workflow (the
+administrator's copy) is recorded there too. Only a call in flight when the process dies
+can be sent twice; every other row is either sent and marked or not sent.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from sosekni.delivery.policy import (
 )
 from sosekni.delivery.schedule import EDIT, Item, Pacer, Unit, plan
 from sosekni.metrics import metrics
-from sosekni.services import cards, invites
+from sosekni.services import blocked, cards, invites
 from sosekni.services.cards import Call
 from sosekni.services.work import OutboxWakeup, outbox_ready
 
@@ -206,11 +208,15 @@ class OutboxSender(BackgroundLoop):
             claimed = await sql(
                 "UPDATE outbox_message SET status = 'sending', claim_token = {}, "
                 "locked_until = {}, attempts = attempts + 1 "
-                f"WHERE id IN ({marks}) AND status = 'pending' RETURNING *",
+                f"WHERE id IN ({marks}) AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM "
+                "blocked_chat b WHERE b.chat_id = outbox_message.chat_id) RETURNING *",
                 token,
                 self._at(now + self.policy.outbox_lease_s),
                 *wanted,
             )
+            if len(claimed) < len(wanted):  # changed meanwhile, or for a blocked client
+                taken = {int(r["id"]) for r in claimed}
+                await blocked.hold([i for i in wanted if i not in taken])
         except BaseException:
             for unit in units:
                 self.pacer.cancel(unit.ticket)
@@ -265,7 +271,9 @@ class OutboxSender(BackgroundLoop):
                 outcome, detail = "retry", (reason, self._backoff(rows))
             if outcome == "sent":
                 await self._persist(lambda: self._sent(unit, rows, call, detail))
-            elif outcome == "failed":
+            elif outcome == "blocked" and unit.chat_id is not None and unit.chat_id > 0:
+                await self._persist(lambda: self._blocked(unit.chat_id, rows, detail))
+            elif outcome in ("failed", "blocked"):
                 await self._persist(lambda: self._fail(rows, detail))
             else:
                 await self._persist(lambda: self._retry(rows, *detail))
@@ -307,7 +315,7 @@ class OutboxSender(BackgroundLoop):
                 return "sent", None
             return "failed", f"BadRequest: {exc.message}"
         except Forbidden as exc:
-            return "failed", f"Forbidden: {exc.message}"
+            return "blocked", f"Forbidden: {exc.message}"
         except TelegramError as exc:
             reason = f"{type(exc).__name__}: {exc.message}"
         except Exception as exc:  # anything else is treated as transient: never drop a message
@@ -368,6 +376,22 @@ class OutboxSender(BackgroundLoop):
                 work = await invites.not_told(rows[0], reason, self.admin_language)
             else:
                 work = await invites.refused(rows[0], reason, self.admin_language)
+        if work is not None:
+            work.announce()
+
+    async def _blocked(self, chat_id: int, rows: list[dict[str, Any]], reason: str) -> None:
+        """A 403 from a private chat: this message is not retried; a client's chat is
+        marked blocked and what is queued for it held, with the cards' edit, at once."""
+        request_id = next((r["request_id"] for r in rows if r["request_id"] is not None), None)
+        async with transaction():
+            await self._finish(rows, "failed", reason)
+            work = None
+            if rows[0]["purpose"] == invites.DECISION:  # someone who asked to join, too late
+                work = await invites.not_told(rows[0], reason, self.admin_language)
+            if work is None:
+                work = await blocked.client_blocked(
+                    chat_id, None if request_id is None else int(request_id), self.admin_language
+                )
         if work is not None:
             work.announce()
 

@@ -24,11 +24,13 @@ class ReminderLoop(BackgroundLoop):
         admin_language: str,
         ready: asyncio.Event | None = None,
         expiry: timedelta | None = None,
+        admin_chat_id: int | None = None,
     ) -> None:
         super().__init__(Wakeup(), ready)
         self.period = period
         self.expiry = expiry if expiry else None  # None or zero: requests never expire
         self.admin_language = admin_language
+        self.admin_chat_id = admin_chat_id
         shortest = min(period, self.expiry) if self.expiry else period
         self.poll_interval_s = max(0.2, min(60.0, shortest.total_seconds() / 4))
 
@@ -38,7 +40,7 @@ class ReminderLoop(BackgroundLoop):
             expired = await endings.expire_due(now, self.expiry, self.admin_language)
             if expired:
                 self.log.info("expired %d pending request(s): %s", len(expired), expired)
-        due = await requests.remind_due(now, self.period, self.admin_language)
+        due = await requests.remind_due(now, self.period, self.admin_language, self.admin_chat_id)
         if due:
             self.log.info("re-announced %d pending request(s): %s", len(due), due)
         return 0

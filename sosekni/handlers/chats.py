@@ -9,8 +9,14 @@ group gets nothing: with several bots in a group it is as likely meant for anoth
 Senders that are chats (`sender_chat`: anonymous administrators, channels) and Telegram's
 placeholder users are never clients, wherever they write.
 
-`gate` runs before every handler (group -1 in `bot.py`); `acts_in` is the place to add the
-administrators' group (`ADMIN_CHAT_ID`) when it comes.
+The one other chat is the administrators' group (`ADMIN_CHAT_ID`), where the cards go.
+There the bot acts for active administrators only, and only on what belongs there: button
+taps (anyone else gets the "not authorized" toast, which nobody else sees), decision
+replies to its messages and `/pending`. Everything else in that group, from an
+administrator or not, gets nothing: no help, no hints, no client commands, so nothing a
+client sends ever lands there but through a card.
+
+`gate` runs before every handler (group -1 in `bot.py`).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from dataclasses import dataclass
 from telegram import Chat, Message, MessageEntity, Update
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from sosekni.handlers import person_of
-from sosekni.services import requests
+from sosekni.handlers import person_of, settings_of
+from sosekni.handlers.admin import parse_reply
+from sosekni.services import admins, requests
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +49,32 @@ class Command:
     addressed: bool  # written as /name@OurBot
 
 
-def acts_in(chat: Chat) -> bool:
-    """The chats the bot acts in: private chats (later also the ADMIN_CHAT_ID group)."""
-    return chat.type == Chat.PRIVATE
+ADMIN_GROUP_COMMANDS = frozenset({"pending", "stats"})
+
+
+def acts_in(chat: Chat, admin_chat_id: int | None = None) -> bool:
+    """The chats the bot acts in: private chats and the administrators' group."""
+    return chat.type == Chat.PRIVATE or (admin_chat_id is not None and chat.id == admin_chat_id)
+
+
+async def for_the_admin_group(message: Message, bot_username: str | None, bot_id: int) -> bool:
+    """Whether a message in the administrators' group is for the handlers: an active
+    administrator's `/pending`, or their Approve / Reject reply to one of the bot's
+    messages. Anything else (chatter, other replies, client commands) gets nothing."""
+    sender = message.from_user
+    if sender is None or not await admins.is_active(sender.id):
+        return False
+    command = command_of(message, bot_username)
+    if command is not None:
+        return command.name in ADMIN_GROUP_COMMANDS
+    replied = message.reply_to_message
+    return (
+        message.text is not None
+        and replied is not None
+        and replied.from_user is not None
+        and replied.from_user.id == bot_id
+        and parse_reply(message.text) is not None
+    )
 
 
 def from_a_person(message: Message) -> bool:
@@ -83,10 +113,11 @@ def deep_link(bot_username: str | None) -> str:
 
 async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Let through what the handlers may act on; answer or drop everything else here."""
+    admin_chat_id = settings_of(context).admin_chat_id
     query = update.callback_query
     if query is not None:
         tapped_in = query.message.chat if query.message is not None else None
-        if tapped_in is not None and not acts_in(tapped_in):
+        if tapped_in is not None and not acts_in(tapped_in, admin_chat_id):
             log.info("button tapped in chat %s, which the bot does not act in", tapped_in.id)
             await requests.toast(person_of(update, context), query.id, "group_button")
             raise ApplicationHandlerStop
@@ -97,8 +128,12 @@ async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not from_a_person(message):
         log.info("ignored a message from a chat or a placeholder in chat %s", message.chat.id)
         raise ApplicationHandlerStop
-    if acts_in(message.chat):
+    if message.chat.type == Chat.PRIVATE:
         return
+    if acts_in(message.chat, admin_chat_id):
+        if await for_the_admin_group(message, context.bot.username, context.bot.id):
+            return
+        raise ApplicationHandlerStop
     username = context.bot.username
     command = command_of(message, username)
     if command is not None and command.addressed and command.name in POINTED_COMMANDS:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from telegram import Update
-from telegram.ext import ContextTypes
+from telegram import Chat, Update
+from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from sosekni.handlers import admin, chat_id_of, person_of, settings_of
 from sosekni.handlers.chats import command_of
-from sosekni.services import endings, requests
+from sosekni.services import blocked, endings, requests
 from sosekni.services.invites import Community
 from sosekni.texts import text
 
@@ -41,6 +41,7 @@ async def request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         chat_id_of(update),
         text_after_command(update, context),
         settings_of(context).default_language,
+        settings_of(context).admin_chat_id,
     )
 
 
@@ -101,4 +102,25 @@ async def join_request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         join.user_chat_id,
         request_text,
         settings.default_language,
+        settings.admin_chat_id,
     )
+
+
+async def returned(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Runs before every handler: a person writing to the bot in private (or tapping one of
+    its buttons there) has not blocked it, so what was held for their chat goes out now."""
+    chat, sender = update.effective_chat, update.effective_user
+    if chat is None or sender is None or chat.type != Chat.PRIVATE or chat.id != sender.id:
+        return
+    try:
+        await blocked.client_returned(chat.id, settings_of(context).default_language)
+    except Exception as exc:
+        # PTB would go on to the handlers, whose answer would then be held: instead the
+        # whole update fails here and the inbox tries it again.
+        from sosekni.delivery.inbox import current_outcome
+
+        outcome = current_outcome.get()
+        if outcome is None:
+            raise
+        outcome.error = exc
+        raise ApplicationHandlerStop from exc

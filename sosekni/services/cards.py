@@ -124,9 +124,13 @@ def _queue_edit(
     The stored text is the request's own card as it is now (what an older sender would send);
     this sender re-renders the whole message when the edit leaves.
     """
+    card, keyboard = _message([request], language)  # pending (a mark changed): its buttons
+    payload: dict[str, Any] = {"message_id": message_id, "text": card, "parse_mode": "HTML"}
+    if keyboard is not None:
+        payload["reply_markup"] = keyboard
     work.send(
         "editMessageText",
-        {"message_id": message_id, "text": outcome_card(request, language), "parse_mode": "HTML"},
+        payload,
         chat_id=chat_id,
         purpose="edit",
         request_id=request["id"],

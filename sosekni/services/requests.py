@@ -115,9 +115,14 @@ async def greet(person: Person, chat_id: int) -> None:
 
 
 async def submit(
-    client: Person, chat_id: int, request_text: str, admin_language: str
+    client: Person,
+    chat_id: int,
+    request_text: str,
+    admin_language: str,
+    admin_chat_id: int | None = None,
 ) -> tuple[Submitted, int | None]:
-    """`/request <text>`: store it once, confirm, notify every active administrator."""
+    """`/request <text>`: store it once, confirm, notify every active administrator (or the
+    administrators' group `admin_chat_id`, once)."""
     request_text = request_text.strip()
     lang = client.language
     async with unit_of_work() as work:
@@ -175,7 +180,7 @@ async def submit(
             purpose="confirm",
             request_id=request["id"],
         )
-        for admin_id in await admins.active_ids():
+        for admin_id in await notified_chats(admin_chat_id):
             _notify(work, admin_id, request, admin_language)
         return Submitted.CREATED, request["id"]
 
@@ -196,6 +201,7 @@ async def submit_join(
     user_chat_id: int,
     request_text: str,
     admin_language: str,
+    admin_chat_id: int | None = None,
 ) -> tuple[Submitted, int | None]:
     """A Telegram join request to the community chat: a request like `/request`, answered
     through `user_chat_id`. Someone approved before is let in at once; a pending request
@@ -257,9 +263,15 @@ async def submit_join(
             purpose="confirm",
             request_id=request["id"],
         )
-        for admin_id in await admins.active_ids():
+        for admin_id in await notified_chats(admin_chat_id):
             _notify(work, admin_id, request, admin_language)
         return Submitted.CREATED, request["id"]
+
+
+async def notified_chats(admin_chat_id: int | None) -> list[int]:
+    """Where a request's card goes: the administrators' group once when there is one (one
+    message per request, not one per administrator), else each active administrator."""
+    return [admin_chat_id] if admin_chat_id is not None else await admins.active_ids()
 
 
 async def _pending_of(client_telegram_id: int) -> dict[str, Any] | None:
@@ -588,7 +600,9 @@ async def audit(status: str | None = None, limit: int | None = None) -> list[dic
     return [_request(row) for row in await query]
 
 
-async def remind_due(now: datetime, period: timedelta, admin_language: str) -> list[int]:
+async def remind_due(
+    now: datetime, period: timedelta, admin_language: str, admin_chat_id: int | None = None
+) -> list[int]:
     """Re-announce requests pending longer than `period`, at most once per period.
 
     The UPDATE … RETURNING takes each due request exactly once, however many workers run
@@ -606,7 +620,7 @@ async def remind_due(now: datetime, period: timedelta, admin_language: str) -> l
         )
         if not rows:
             return []
-        admin_ids = await admins.active_ids()
+        admin_ids = await notified_chats(admin_chat_id)
         for row in sorted(rows, key=lambda r: r["id"]):
             request = _request(row)
             for admin_id in admin_ids:

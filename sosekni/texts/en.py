@@ -156,4 +156,5 @@ TEXTS: dict[str, str] = {
         "to join for 5 minutes only. The join request itself was answered."
     ),
     "digest_join_not_told": " · the person could not be told (over 5 minutes after asking to join)",
+    "client_unreachable": "⚠️ <b>Client unreachable (blocked the bot)</b>",
 }
