@@ -5,11 +5,16 @@ TEXTS: dict[str, str] = {
         "Hello! This is the SOSenki community bot.\n\n"
         "To ask for access, send /request followed by a few words about yourself, e.g.\n"
         "<code>/request Anna, plot 42, moving in this spring</code>\n\n"
-        "Send /status at any time to see what became of your request."
+        "Send /status at any time to see what became of your request, "
+        "or /cancel to withdraw it while it waits."
     ),
-    "help": "Send /request followed by your message to ask for access, or /status to check it.",
+    "help": (
+        "Send /request followed by your message to ask for access, /status to check it, "
+        "or /cancel to withdraw it."
+    ),
     "help_admin": (
-        "You are an administrator. /pending lists the requests waiting for a decision; "
+        "You are an administrator. /pending lists the requests waiting for a decision, "
+        "/stats shows the numbers of the last 7 and 30 days; "
         "tap Approve or Reject, or reply to a request with Approve, Reject or "
         "Reject: reason. Several requests at once come as one message with a row of "
         "buttons each; reply to it with Approve 12 or Reject 12: reason."
