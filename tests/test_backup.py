@@ -268,14 +268,15 @@ class Site:
         )
 
     async def snapshot(self) -> dict[str, list[dict[str, Any]]]:
-        """Every row of every table by id, and the indexes, constraints and sequences."""
+        """Every row of every table in key order, and the indexes, constraints and sequences."""
         if self.engine == "sqlite":
             query = "SELECT name FROM sqlite_master WHERE type = 'table'"
         else:
             query = "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'"
         tables = {r["name"] for r in await self.db.fetch(query)}
         assert tables >= BOT_TABLES, tables
-        found = {t: await self.db.fetch(f'SELECT * FROM "{t}" ORDER BY id') for t in tables}
+        # In the order of each table's first column, its key (`blocked_chat` has no `id`).
+        found = {t: await self.db.fetch(f'SELECT * FROM "{t}" ORDER BY 1') for t in tables}
         if self.engine == "sqlite":
             found["schema"] = await self.db.fetch(
                 "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
