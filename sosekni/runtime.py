@@ -67,6 +67,7 @@ class Runtime:
             lease_for(settings.database_url),
             policy,
             ready=self.ready,
+            invite_ttl_hours=settings.invite_ttl_hours,
         )
         self.reminders = ReminderLoop(
             timedelta(hours=settings.pending_reminder_hours),

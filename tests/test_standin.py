@@ -784,6 +784,39 @@ async def test_get_chat_member_of_the_bot(fake: FakeTelegram) -> None:
             await bot.get_chat_member(chat, fake.bot_id)
 
 
+async def test_get_chat_member_of_any_user(fake: FakeTelegram) -> None:
+    chat = -1009876543213
+    async with make_bot(fake) as bot:
+        with pytest.raises(BadRequest, match="Chat not found"):
+            await bot.get_chat_member(chat, USER)
+        fake.set_bot_member(chat, "left")
+        with pytest.raises(Forbidden, match="bot is not a member of the supergroup chat"):
+            await bot.get_chat_member(chat, USER)
+        fake.set_bot_member(chat, "administrator", can_invite_users=True)
+        member = await bot.get_chat_member(chat, USER)  # never set: left
+        assert (member.status, member.user.id, member.user.is_bot) == ("left", USER, False)
+        fake.set_member(chat, USER, "member")
+        assert (await bot.get_chat_member(chat, USER)).status == "member"
+        fake.set_member(chat, USER, "restricted", is_member=False)
+        restricted = await bot.get_chat_member(chat, USER)
+        assert restricted.status == "restricted" and restricted.is_member is False
+        fake.set_member(chat, USER, "kicked")
+        assert (await bot.get_chat_member(chat, USER)).status == "kicked"
+        fake.set_member(chat, USER, "creator")
+        assert (await bot.get_chat_member(chat, USER)).status == "creator"
+        fake.set_member(chat, USER, "administrator")
+        admin = await bot.get_chat_member(chat, USER)
+        assert admin.status == "administrator" and admin.can_invite_users is False
+        # Not the bot's own membership.
+        assert (await bot.get_chat_member(chat, fake.bot_id)).status == "administrator"
+    # Our own sender posts JSON: the same shapes.
+    fake.set_member(chat, USER, "restricted", is_member=True)
+    answer = httpx.post(
+        f"{fake.base_url}/bot{fake.token}/getChatMember", json={"chat_id": chat, "user_id": USER}
+    ).json()
+    assert answer["result"]["status"] == "restricted" and answer["result"]["is_member"] is True
+
+
 async def test_join_requests_are_approved_or_declined_once(fake: FakeTelegram) -> None:
     chat = -1009876543212
     fake.set_bot_member(chat, "administrator", can_invite_users=False)

@@ -101,6 +101,7 @@ class OutboxSender(BackgroundLoop):
         clock: Clock | None = None,
         ready: asyncio.Event | None = None,
         jitter: Callable[[], float] = random.random,
+        invite_ttl_hours: float = 72.0,
     ) -> None:
         super().__init__(outbox_ready, ready)
         self.wakeup: OutboxWakeup = outbox_ready  # carries the ids announced since the last look
@@ -111,6 +112,7 @@ class OutboxSender(BackgroundLoop):
         self.poll_interval_s = policy.poll_interval_s
         self.clock: Clock = clock or SystemClock()
         self.jitter = jitter
+        self.invite_ttl_hours = invite_ttl_hours  # for a link renewed after a membership check
         self.pacer = Pacer(policy)
         self.leading = False
         self.queue: dict[int, Item] = {}  # pending rows, by id
@@ -344,6 +346,9 @@ class OutboxSender(BackgroundLoop):
         return datetime.fromtimestamp(moment, UTC)
 
     async def _sent(self, unit: Unit, rows: list[dict[str, Any]], call: Call, result: Any) -> None:
+        if rows[0]["purpose"] == invites.CHECK:
+            await self._checked(rows, "sent", result)
+            return
         if rows[0]["purpose"] in invites.PURPOSES:
             async with transaction():  # the mark, the link and the message showing it together
                 work = None
@@ -365,6 +370,9 @@ class OutboxSender(BackgroundLoop):
         """Mark the rows failed for good; a refused invite link still lets its message go
         (without the link), in the same transaction."""
         purpose = rows[0]["purpose"]
+        if purpose == invites.CHECK:  # refused: renew the link as if nobody had asked
+            await self._checked(rows, "failed", None, reason, uncount)
+            return
         if purpose not in invites.PURPOSES and purpose != invites.DECISION:
             await self._finish(rows, "failed", reason, uncount)
             return
@@ -376,6 +384,25 @@ class OutboxSender(BackgroundLoop):
                 work = await invites.not_told(rows[0], reason, self.admin_language)
             else:
                 work = await invites.refused(rows[0], reason, self.admin_language)
+        if work is not None:
+            work.announce()
+
+    async def _checked(
+        self,
+        rows: list[dict[str, Any]],
+        status: str,
+        result: Any,
+        reason: str = "",
+        uncount: int = 0,
+    ) -> None:
+        """A membership check's mark and what it leads to (a line, or a renewed link) in
+        one transaction."""
+        async with transaction():
+            work = None
+            if await self._finish(rows, status, reason, uncount):
+                work = await invites.checked(
+                    rows[0], result, self.admin_language, self.invite_ttl_hours
+                )
         if work is not None:
             work.announce()
 

@@ -37,6 +37,9 @@ INVITE_STATUS = "invite_status"  # a fresh link asked for by /status: then the s
 REVOKED = "revoke"
 REFUSED = "community_refused"  # the administrators' notice, once per outage
 PURPOSES = frozenset({INVITE, INVITE_STATUS})
+MEMBER = "getChatMember"
+CHECK = "invite_check"  # /status of an expired link: did the client join through it?
+_MEMBERS = frozenset({"creator", "administrator", "member"})
 DECISION = "decision"  # the client's welcome or rejection
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -73,15 +76,59 @@ def queue_create(
     )
 
 
-async def being_created(request_id: int) -> bool:
-    """A link for this request is queued or in flight (a second /status must not add one)."""
+async def in_flight(request_id: int) -> str | None:
+    """The link creation (`CREATE`) or membership check (`MEMBER`) queued or in flight for
+    this request, if any (a second /status must not add another)."""
     rows = await sql(
-        "SELECT 1 FROM outbox_message WHERE request_id = {} AND method = {} "
+        "SELECT method FROM outbox_message WHERE request_id = {} AND method IN ({}, {}) "
         "AND status IN ('pending', 'sending') LIMIT 1",
         request_id,
         CREATE,
+        MEMBER,
     )
-    return bool(rows)
+    return str(rows[0]["method"]) if rows else None
+
+
+def queue_check(work: UnitOfWork, community: Community, request: dict[str, Any]) -> None:
+    """`/status` of an expired link: ask Telegram whether the client is in the chat already
+    (a one-time link they used must not be replaced); `checked` acts on the answer."""
+    work.send(
+        MEMBER,
+        {"user_id": int(request["client_telegram_id"])},
+        chat_id=community.chat_id,
+        purpose=CHECK,
+        request_id=int(request["id"]),
+    )
+
+
+def is_member(result: Any) -> bool:
+    """Telegram's ChatMember says the user is in the chat."""
+    if not isinstance(result, dict):
+        return False
+    status = result.get("status")
+    return status in _MEMBERS or (status == "restricted" and result.get("is_member") is True)
+
+
+async def checked(row: dict[str, Any], result: Any, language: str, ttl_hours: float) -> UnitOfWork:
+    """Inside the sender's transaction that marks a membership check sent (`result`, its
+    ChatMember) or failed (None: today's renewal, as if nobody had asked): a member is told
+    so and gets no new link; anyone else gets the old link revoked and a fresh one."""
+    request_id = int(row["request_id"])
+    work = UnitOfWork()
+    request = await _request(request_id)
+    if request is not None:
+        if is_member(result):
+            lang = request["client_language"] or language
+            work.message(
+                int(request["client_telegram_id"]),
+                text(lang, "status_member"),
+                purpose="reply",
+                request_id=request_id,
+            )
+        else:
+            await renew(work, Community(int(row["chat_id"]), ttl_hours), request)
+    await work.insert()
+    return work
 
 
 async def renew(work: UnitOfWork, community: Community, request: dict[str, Any]) -> None:

@@ -335,7 +335,9 @@ async def status(client: Person, chat_id: int, community: Community | None = Non
             message = text(lang, "status_approved", **values)
             if community is not None and request.get("join_chat_id") is None:
                 # (Let in through their join request, they need no link.)
-                message += "\n\n" + await _status_link(work, community, request, lang)
+                line = await _status_link(work, community, request, lang)
+                if line is not None:
+                    message += "\n\n" + line
         elif request["status"] in (CANCELLED, EXPIRED):
             message = text(lang, f"status_{request['status']}", **values)
             message += "\n" + text(lang, "status_rejected_again")
@@ -350,11 +352,18 @@ async def status(client: Person, chat_id: int, community: Community | None = Non
 
 async def _status_link(
     work: UnitOfWork, community: Community, request: dict[str, Any], lang: str
-) -> str:
-    """The valid link, or a fresh one on its way (the old one revoked)."""
+) -> str | None:
+    """The valid link; or, for an expired one, None while Telegram is asked whether the
+    client joined through it (the answer follows); else a fresh one on its way."""
     if invites.valid_link(request, utcnow()) is not None:
         return invites.link_line(lang, request)
-    if not await invites.being_created(int(request["id"])):
+    pending = await invites.in_flight(int(request["id"]))
+    if pending == invites.MEMBER:
+        return None
+    if pending is None:
+        if request.get("invite_link"):
+            invites.queue_check(work, community, request)
+            return None
         await invites.renew(work, community, request)
     return text(lang, "status_link_coming")
 

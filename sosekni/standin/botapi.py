@@ -201,6 +201,7 @@ class _State:
     members: dict[int | str, tuple[str, bool]] = field(default_factory=dict)  # the bot's
     invite_links: dict[str, dict[str, Any]] = field(default_factory=dict)
     join_requests: dict[tuple[int | str, int], str] = field(default_factory=dict)  # → state
+    users: dict[tuple[int | str, int], tuple[str, bool]] = field(default_factory=dict)  # others
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,6 +392,55 @@ def _approve_ids(markup: Any) -> list[int]:
             if match:
                 found.append(int(match.group(1)))
     return found
+
+
+def _chat_member(
+    user: dict[str, Any], status: str, *, can_invite: bool, is_member: bool
+) -> dict[str, Any]:
+    """A ChatMember of Telegram's shape for ``status`` (Owner, Administrator, Member,
+    Restricted, Left, Banned)."""
+    member: dict[str, Any] = {"user": user, "status": status}
+    if status == "creator":
+        member["is_anonymous"] = False
+    elif status == "administrator":
+        member.update(
+            can_be_edited=False,
+            is_anonymous=False,
+            can_manage_chat=True,
+            can_delete_messages=False,
+            can_manage_video_chats=False,
+            can_restrict_members=False,
+            can_promote_members=False,
+            can_change_info=False,
+            can_invite_users=can_invite,
+            can_post_stories=False,
+            can_edit_stories=False,
+            can_delete_stories=False,
+        )
+    elif status == "restricted":
+        member.update(
+            is_member=is_member,
+            can_send_messages=False,
+            can_send_audios=False,
+            can_send_documents=False,
+            can_send_photos=False,
+            can_send_videos=False,
+            can_send_video_notes=False,
+            can_send_voice_notes=False,
+            can_send_polls=False,
+            can_send_other_messages=False,
+            can_add_web_page_previews=False,
+            can_change_info=False,
+            can_invite_users=False,
+            can_pin_messages=False,
+            can_manage_topics=False,
+            can_edit_tag=False,
+            can_react_to_messages=False,
+            until_date=0,
+        )
+    elif status == "kicked":
+        member["until_date"] = 0
+    return member
 
 
 def _json(payload: Any) -> bytes:
@@ -738,6 +788,15 @@ class TelegramStandIn:
         links may be created there. A chat never set is one Telegram does not show the bot."""
         with self._lock:
             self._state.members[chat_id] = (status, can_invite_users)
+
+    def set_member(
+        self, chat_id: int | str, user_id: int, status: str = "member", is_member: bool = True
+    ) -> None:
+        """What ``getChatMember`` answers for the user ``user_id`` (not the bot) in the group
+        ``chat_id``: ``creator``, ``administrator``, ``member``, ``restricted`` (with
+        ``is_member``), ``left`` or ``kicked``. A user never set has ``left``."""
+        with self._lock:
+            self._state.users[(chat_id, user_id)] = (status, is_member)
 
     def invite_links(self, chat_id: int | str | None = None) -> list[dict[str, Any]]:
         """The invite links created so far (of ``chat_id``), as Telegram returned them, with
@@ -1154,26 +1213,13 @@ class TelegramStandIn:
         user_id = params.get("user_id")
         if not isinstance(user_id, int):
             raise _ApiError(400, "Bad Request: invalid user_id specified")
-        if user_id != self._bot_id:
-            raise _ApiError(400, "Bad Request: user not found")
         status, can_invite = self._bot_in(chat_id)
-        member: dict[str, Any] = {"user": self.bot_user(), "status": status}
-        if status == "administrator":
-            member.update(
-                can_be_edited=False,
-                is_anonymous=False,
-                can_manage_chat=True,
-                can_delete_messages=False,
-                can_manage_video_chats=False,
-                can_restrict_members=False,
-                can_promote_members=False,
-                can_change_info=False,
-                can_invite_users=can_invite,
-                can_post_stories=False,
-                can_edit_stories=False,
-                can_delete_stories=False,
-            )
-        return member
+        if user_id != self._bot_id:
+            with self._lock:
+                other, is_member = self._state.users.get((chat_id, user_id), ("left", False))
+            user = {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"}
+            return _chat_member(user, other, can_invite=False, is_member=is_member)
+        return _chat_member(self.bot_user(), status, can_invite=can_invite, is_member=True)
 
     def _set_webhook(self, params: dict[str, Any]) -> bool:
         url = params.get("url")

@@ -162,4 +162,5 @@ TEXTS: dict[str, str] = {
     ),
     "digest_join_not_told": " · the person could not be told (over 5 minutes after asking to join)",
     "client_unreachable": "⚠️ <b>Client unreachable (blocked the bot)</b>",
+    "status_member": "You are already a member of the community chat.",
 }
