@@ -14,7 +14,7 @@ import pytest
 
 from sosekni.services.invites import is_member
 from sosekni.standin import CANNOT_INITIATE, FakeTelegram
-from tests.conftest import running_bot
+from tests.conftest import StartBot, running_bot
 from tests.harness import BotServer, Db, join_request, message, next_id, user
 from tests.test_workflow import World
 
@@ -204,9 +204,38 @@ async def test_an_expired_link_of_a_member_at_status_is_not_replaced(world: Worl
     assert (await world.request_row(request_id))["invite_link"] == old["invite_link"]
 
 
-# Not tested here: a refused check (getChatMember answered 400/403) renewing the link as
-# before. One more link cycle would take this module's community chat past the 20 calls a
-# minute per group that the sender keeps, and the settle wait would time out.
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_refused_membership_check_renews_the_expired_link_as_before(
+    backend: str, start_bot: StartBot, telegram: FakeTelegram
+) -> None:
+    """A server of its own, with a community chat of its own: one more link cycle in the
+    module's chat would take it past the 20 calls a minute the sender keeps per group."""
+    community = COMMUNITY - 7
+    server, db = start_bot(
+        backend, COMMUNITY_CHAT_ID=str(community), INVITE_TTL_HOURS=str(TTL_HOURS)
+    )
+    admin = user(next_id(), "Olga", "olga_admin")
+    await db.add_admin(admin["id"])
+    world = World(server, db, telegram, [admin])
+    telegram.set_bot_member(community, "administrator", can_invite_users=True)
+    client = world.client()
+    request_id = await approved(world, client)
+    (old,) = telegram.invite_links(community)
+    await expire_link(world, request_id)
+    refused = "Bad Request: chat not found"
+    telegram.fail_next(status=400, description=refused, method="getChatMember")
+
+    await world.send(message(client, "/status"))
+
+    (check,) = telegram.calls("getChatMember")
+    assert check.status == 400
+    (revoke,) = telegram.calls("revokeChatInviteLink")
+    assert revoke.params == {"chat_id": community, "invite_link": old["invite_link"]}
+    (fresh,) = [link for link in telegram.invite_links(community) if not link["is_revoked"]]
+    assert world.texts(client["id"])[-1].startswith(
+        f"Your link to the community chat: {fresh['invite_link']}"
+    )
+    assert (await world.request_row(request_id))["invite_link"] == fresh["invite_link"]
 
 
 def test_is_member_reads_telegrams_chat_member() -> None:
