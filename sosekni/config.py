@@ -97,14 +97,14 @@ def _days(env_get: Callable[[str], str | None], name: str, default: float, least
     return days
 
 
-def _admin_chat_id(raw: str | None) -> int | None:
-    """ADMIN_CHAT_ID: the administrators' group, a negative Telegram chat id (a group's
-    `-123…`, a supergroup's `-100…`); a user id here would send every card to one person."""
+def _group_id(name: str, raw: str | None) -> int | None:
+    """ADMIN_CHAT_ID, COMMUNITY_CHAT_ID: a group's negative Telegram chat id (`-123…`, a
+    supergroup's `-100…`); a user id here would send what belongs to a group to one person."""
     if raw is None:
         return None
     if not re.fullmatch(r"-\d{1,20}", raw):
         raise ConfigError(
-            "ADMIN_CHAT_ID must be the id of a group or supergroup (negative), e.g. -1001234567890"
+            f"{name} must be the id of a group or supergroup (negative), e.g. -1001234567890"
         )
     return int(raw)
 
@@ -283,14 +283,7 @@ def load_settings(
     inbox_days = _days(get, "INBOX_RETENTION_DAYS", 7.0, INBOX_RETENTION_MIN_DAYS)
     outbox_days = _days(get, "OUTBOX_RETENTION_DAYS", 30.0, OUTBOX_RETENTION_MIN_DAYS)
 
-    community_raw = get("COMMUNITY_CHAT_ID")
-    community: int | None = None
-    if community_raw is not None:
-        if not re.fullmatch(r"-\d{1,20}", community_raw):
-            raise ConfigError(
-                "COMMUNITY_CHAT_ID must be a group or supergroup id (negative), e.g. -1001234567890"
-            )
-        community = int(community_raw)
+    community = _group_id("COMMUNITY_CHAT_ID", get("COMMUNITY_CHAT_ID"))
     ttl_raw = get("INVITE_TTL_HOURS") or "72"
     try:
         ttl = float(ttl_raw)
@@ -300,7 +293,7 @@ def load_settings(
         raise ConfigError("INVITE_TTL_HOURS must be greater than 0 and at most 8784")
 
     settings = Settings(
-        admin_chat_id=_admin_chat_id(get("ADMIN_CHAT_ID")),
+        admin_chat_id=_group_id("ADMIN_CHAT_ID", get("ADMIN_CHAT_ID")),
         telegram_bot_token=Secret(token) if token else None,
         admin_telegram_ids=admins,
         database_url=_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),

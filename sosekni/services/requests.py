@@ -171,18 +171,32 @@ async def submit(
             pending = await _pending_of(client.telegram_id)
             _already_pending(work, chat_id, lang, pending or {"id": "?", "submitted_at": None})
             return Submitted.ALREADY_PENDING, pending["id"] if pending else None
-        request = _request(rows[0])
-        bind_log(request_id=request["id"])
-        log.info("request #%s stored for client %s", request["id"], client.telegram_id)
-        work.message(
-            chat_id,
-            text(lang, "request_received", id=request["id"]),
-            purpose="confirm",
-            request_id=request["id"],
-        )
-        for admin_id in await notified_chats(admin_chat_id):
-            _notify(work, admin_id, request, admin_language)
+        request = await _stored(work, rows[0], chat_id, lang, admin_language, admin_chat_id)
         return Submitted.CREATED, request["id"]
+
+
+async def _stored(
+    work: UnitOfWork,
+    row: dict[str, Any],
+    chat_id: int,
+    lang: str,
+    admin_language: str,
+    admin_chat_id: int | None,
+) -> dict[str, Any]:
+    """A request just stored, by `/request` or a join request: the client's confirmation to
+    `chat_id` and the administrators' cards, in the caller's transaction."""
+    request = _request(row)
+    bind_log(request_id=request["id"])
+    log.info("request #%s stored for client %s", request["id"], request["client_telegram_id"])
+    work.message(
+        chat_id,
+        text(lang, "request_received", id=request["id"]),
+        purpose="confirm",
+        request_id=request["id"],
+    )
+    for admin_id in await notified_chats(admin_chat_id):
+        _notify(work, admin_id, request, admin_language)
+    return request
 
 
 JOIN_APPROVE, JOIN_DECLINE = "approveChatJoinRequest", "declineChatJoinRequest"
@@ -254,17 +268,7 @@ async def submit_join(
             )
             _already_pending(work, user_chat_id, lang, pending)
             return Submitted.ALREADY_PENDING, pending["id"]
-        request = _request(rows[0])
-        bind_log(request_id=request["id"])
-        log.info("request #%s stored for join request of %s", request["id"], client.telegram_id)
-        work.message(
-            user_chat_id,
-            text(lang, "request_received", id=request["id"]),
-            purpose="confirm",
-            request_id=request["id"],
-        )
-        for admin_id in await notified_chats(admin_chat_id):
-            _notify(work, admin_id, request, admin_language)
+        request = await _stored(work, rows[0], user_chat_id, lang, admin_language, admin_chat_id)
         return Submitted.CREATED, request["id"]
 
 
