@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ from ops.common import console, fail, plain, settings_or_fail, with_database
 from sosekni import lifecycle, logs, migrations
 
 log = logging.getLogger("sosekni.poll")
+serve_log = logging.getLogger("sosekni.serve")
 
 # poll asks getUpdates for the raw JSON (stored as the webhook stores it), on purpose.
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.getUpdates'")
@@ -56,10 +58,17 @@ def serve(
 
     from sosekni.app import create_app
 
-    _check_can_listen(host, port)
+    inherited = systemd_socket()
+    if inherited is None:
+        _check_can_listen(host, port)
     loader = AppLoader(factory=create_app)
     app = loader.load()
-    app.prepare(host=host, port=port, workers=workers, access_log=False)
+    if inherited is None:
+        app.prepare(host=host, port=port, workers=workers, access_log=False)
+    else:
+        address = inherited.getsockname()
+        serve_log.info("listening on %s:%s, the socket systemd passed", address[0], address[1])
+        app.prepare(sock=inherited, workers=workers, access_log=False)
     with _children_skip_the_cli():
         Sanic.serve(primary=app, app_loader=loader)
     lifecycle.release_helpers()
@@ -85,6 +94,51 @@ def _children_skip_the_cli() -> Iterator[None]:
         yield
     finally:
         vars(main).update(saved)
+
+
+class _KeptSocket(socket.socket):
+    """The listening socket systemd passed, which must outlive this process.
+
+    Sanic shuts its listening sockets down when it stops. On a socket systemd holds (socket
+    activation) that would stop the listener for everyone: the connections queued while this
+    process stops and the next one starts would be refused. Closing this process's descriptor
+    is all a stop should do. Pickled for a spawned worker as a plain socket.
+    """
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+    def __reduce_ex__(self, protocol: object) -> tuple[object, ...]:
+        from multiprocessing.reduction import _reduce_socket  # type: ignore[attr-defined]
+
+        return _reduce_socket(self)
+
+
+SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first passed descriptor
+
+
+def systemd_socket() -> socket.socket | None:
+    """The listening socket systemd passed to this process (`sosekni.socket`), or None.
+
+    Socket activation: systemd holds the socket while the service restarts, so connections
+    wait in the kernel's queue instead of being refused, and the next process accepts them.
+    The variables are removed so that no child takes them for its own.
+    """
+    pid, count = os.environ.pop("LISTEN_PID", None), os.environ.pop("LISTEN_FDS", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid is None or count is None or pid.strip() != str(os.getpid()):
+        return None
+    if count.strip() != "1":
+        fail(f"systemd passed {count} sockets (LISTEN_FDS); the service listens on one")
+    try:
+        sock = _KeptSocket(fileno=SD_LISTEN_FDS_START)
+    except OSError as exc:
+        fail(f"the socket systemd passed (descriptor 3) is unusable: {exc.strerror or exc}")
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
+        fail("the socket systemd passed is not a listening TCP socket (ListenStream=)")
+    return sock
 
 
 def _check_can_listen(host: str, port: int) -> None:

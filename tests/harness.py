@@ -194,6 +194,7 @@ class BotServer:
     ops: Sequence[str] | None = None
     cwd: Path = ROOT
     poll_s: float = 0.1
+    pass_fds: tuple[int, ...] = ()  # descriptors the process inherits (socket activation)
 
     @property
     def url(self) -> str:
@@ -220,7 +221,7 @@ class BotServer:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv, env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, pass_fds=self.pass_fds,
             )  # fmt: skip
         if wait_ready:
             self.wait_ready(timeout)
