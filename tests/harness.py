@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -704,3 +705,68 @@ def join_request(
         "update_id": update_id if update_id is not None else next_id(),
         "chat_join_request": request,
     }
+
+
+# ----------------------------------------------------------------------------- traffic
+
+
+class WebhookSender(threading.Thread):
+    """Posts a `/help` update from a new client every `interval` seconds, as Telegram would,
+    and records each update's answer (a status code, or the error that ended the call).
+
+    `keepalive=False` opens a new connection for each update; `local_address` and `verify`
+    go to httpx (a source address nginx lets through, a self-signed certificate).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        interval: float,
+        *,
+        keepalive: bool = True,
+        local_address: str | None = None,
+        verify: bool = True,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.interval = interval
+        self.keepalive = keepalive
+        self.transport = httpx.HTTPTransport(local_address=local_address, verify=verify)
+        self.stopping = threading.Event()
+        self.answers: dict[int, int | str] = {}
+
+    def run(self) -> None:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "content-type": "application/json"}
+        if not self.keepalive:
+            headers["Connection"] = "close"
+        next_at = time.monotonic()
+        with httpx.Client(transport=self.transport, timeout=30) as client:
+            while not self.stopping.is_set():
+                update = message(user(next_id()), "/help")
+                try:
+                    answer = client.post(
+                        f"{self.url}/webhook/telegram", content=json.dumps(update), headers=headers
+                    )
+                    self.answers[update["update_id"]] = answer.status_code
+                except httpx.HTTPError as exc:
+                    self.answers[update["update_id"]] = type(exc).__name__
+                next_at += self.interval
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def wait_for(self, count: int, timeout: float = 60) -> None:
+        """Until `count` updates have been answered (or refused)."""
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < count:
+            if time.monotonic() > deadline or not self.is_alive():
+                raise AssertionError(f"{len(self.answers)} updates sent, not {count}")
+            time.sleep(0.05)
+
+    def finish(self) -> dict[int, int | str]:
+        """Stop sending; the answers by update id."""
+        self.stopping.set()
+        if self.is_alive():
+            self.join(60)
+        return self.answers
+
+    def refused(self) -> dict[int, int | str]:
+        return {uid: answer for uid, answer in self.answers.items() if answer != 200}

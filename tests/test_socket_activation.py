@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +24,13 @@ import pytest
 
 from sosekni.standin import FakeTelegram
 from tests.conftest import migrated_copy
-from tests.harness import SECRET, BotServer, Db, base_env, message, next_id, ops_command, user
+from tests.harness import (
+    BotServer,
+    Db,
+    WebhookSender,
+    base_env,
+    ops_command,
+)
 
 # What systemd does between fork and exec: the socket becomes descriptor 3, LISTEN_PID
 # names the process itself (kept across exec), LISTEN_FDS counts the sockets.
@@ -73,50 +77,6 @@ def listener() -> Iterator[socket.socket]:
         sock.close()
 
 
-class Sender(threading.Thread):
-    """Posts one update every `interval` seconds on a new connection, as Telegram would,
-    and records each update's answer (a status code, or the error that ended the call)."""
-
-    def __init__(self, url: str, interval: float) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.interval = interval
-        self.stopping = threading.Event()
-        self.answers: dict[int, int | str] = {}
-
-    def run(self) -> None:
-        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Connection": "close"}
-        next_at = time.monotonic()
-        while not self.stopping.is_set():
-            update = message(user(next_id()), "/help")
-            try:
-                answer = httpx.post(
-                    f"{self.url}/webhook/telegram",
-                    content=json.dumps(update),
-                    headers={**headers, "content-type": "application/json"},
-                    timeout=30,
-                )
-                self.answers[update["update_id"]] = answer.status_code
-            except httpx.HTTPError as exc:
-                self.answers[update["update_id"]] = type(exc).__name__
-            next_at += self.interval
-            time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def wait_for(self, count: int, timeout: float = 60) -> None:
-        """Until `count` updates have been answered (or refused)."""
-        deadline = time.monotonic() + timeout
-        while len(self.answers) < count:
-            if time.monotonic() > deadline or not self.is_alive():
-                raise AssertionError(f"{len(self.answers)} updates sent, not {count}")
-            time.sleep(0.05)
-
-    def finish(self) -> dict[int, int | str]:
-        self.stopping.set()
-        if self.is_alive():
-            self.join(60)
-        return self.answers
-
-
 async def test_a_restart_on_the_inherited_socket_refuses_no_webhook(
     request: pytest.FixtureRequest,
     telegram: FakeTelegram,
@@ -135,7 +95,7 @@ async def test_a_restart_on_the_inherited_socket_refuses_no_webhook(
             return made
 
         old, new = server("old"), server("new")
-        sender = Sender(old.url, interval=0.025)
+        sender = WebhookSender(old.url, interval=0.025, keepalive=False)
         stack.callback(sender.finish)
         old.start()
         assert "the socket systemd passed" in old.log()
@@ -144,16 +104,15 @@ async def test_a_restart_on_the_inherited_socket_refuses_no_webhook(
         assert old.stop() == 0, old.log()
         new.start()
         sender.wait_for(len(sender.answers) + 20)  # and to the new one
-        answers = sender.finish()
-
-        posted = sorted(answers)
-        refused = {uid: answer for uid, answer in answers.items() if answer != 200}
+        posted = sorted(sender.finish())
+        refused = sender.refused()
         assert not refused, f"{len(refused)} of {len(posted)} refused: {refused}"
         db = Db(url)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # every update handled and its answer sent
             done = await db.value("SELECT count(*) FROM inbox_update WHERE status = 'done'")
-            if done >= len(posted):
+            sent = await db.value("SELECT count(*) FROM outbox_message WHERE status = 'sent'")
+            if done >= len(posted) and sent >= len(posted):
                 break
             await asyncio.sleep(0.2)
         stored = await db.fetch("SELECT update_id, status FROM inbox_update")
