@@ -734,6 +734,7 @@ class WebhookSender(threading.Thread):
         self.transport = httpx.HTTPTransport(local_address=local_address, verify=verify)
         self.stopping = threading.Event()
         self.answers: dict[int, int | str] = {}
+        self.chats: dict[int, int] = {}  # update id -> the client's chat
 
     def run(self) -> None:
         headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "content-type": "application/json"}
@@ -743,6 +744,7 @@ class WebhookSender(threading.Thread):
         with httpx.Client(transport=self.transport, timeout=30) as client:
             while not self.stopping.is_set():
                 update = message(user(next_id()), "/help")
+                self.chats[update["update_id"]] = update["message"]["chat"]["id"]
                 try:
                     answer = client.post(
                         f"{self.url}/webhook/telegram", content=json.dumps(update), headers=headers

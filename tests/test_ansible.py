@@ -13,6 +13,7 @@ change nothing. The container is powered off after the module, whatever happened
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -31,7 +32,7 @@ from sosekni.standin import FakeTelegram
 from tests.ansible_support import rootfs
 from tests.ansible_support.apply import Inventory, apply, tool
 from tests.ansible_support.machine import Machine, booted
-from tests.harness import ROOT, free_port
+from tests.harness import ROOT, WebhookSender, free_port
 
 ANSIBLE_DIR = ROOT / "ansible"
 DOMAIN = "bot.provision.test"
@@ -39,8 +40,10 @@ TOKEN = "123456:TEST-provisioning-token"
 WEBHOOK_SECRET = "provisioning-secret_7f3a"
 DB_PASSWORD = "pw-Provision/ing+7#x"  # characters a DATABASE_URL must escape
 APP_ROOT = "/opt/sosekni"
-UNITS = ("sosekni.service", "sosekni-backup.service", "sosekni-backup.timer")
-RUNNING = ("sosekni.service", "nginx.service", "postgresql@15-main.service",
+WEBHOOK_CLIENT = "127.0.0.2"  # a loopback address the test lets through to the webhook
+TELEGRAM_NETWORKS = ("149.154.160.0/20", "91.108.4.0/22")
+UNITS = ("sosekni.socket", "sosekni.service", "sosekni-backup.service", "sosekni-backup.timer")
+RUNNING = ("sosekni.socket", "sosekni.service", "nginx.service", "postgresql@15-main.service",
            "sosekni-backup.timer", "certbot.timer")  # fmt: skip
 
 
@@ -143,6 +146,9 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
             "nginx_http_port": http_port,
             "nginx_https_port": https_port,
             "nginx_listen_ipv6": ipv6_available(),
+            # The test's stand-in for Telegram's networks on the webhook path (127.0.0.1 stays
+            # refused, as every address outside them).
+            "nginx_webhook_allow": [*TELEGRAM_NETWORKS, f"{WEBHOOK_CLIENT}/32"],
             "certbot_self_signed": True,
         }
         secrets = {
@@ -182,8 +188,8 @@ def test_every_unit_runs_under_systemd_and_none_failed(provisioned: Provisioned)
     assert machine.state() == "running"
     timers = machine.run("systemctl", "list-timers", "--all", "--no-legend", "--plain").stdout
     assert "sosekni-backup.timer" in timers and "certbot.timer" in timers, timers
-    units = ("sosekni.service", "nginx.service", "postgresql.service", "sosekni-backup.timer",
-             "certbot.timer")  # fmt: skip
+    units = ("sosekni.socket", "sosekni.service", "nginx.service", "postgresql.service",
+             "sosekni-backup.timer", "certbot.timer")  # fmt: skip
     enabled = machine.run("systemctl", "is-enabled", *units)
     assert enabled.stdout.split() == ["enabled"] * len(units), enabled.stdout + enabled.stderr
 
@@ -390,6 +396,130 @@ def test_second_apply_changes_nothing(provisioned: Provisioned) -> None:
     assert len(provisioned.telegram.calls("setWebhook")) == calls_before
     for secret in (TOKEN, WEBHOOK_SECRET, DB_PASSWORD):
         assert secret not in done.stdout
+
+
+def journal_cursor(machine: Machine) -> str:
+    """Where the container's journal ends now (read the lines after it with `journal_since`)."""
+    shown = machine.run("journalctl", "-n", "0", "--show-cursor", "--no-pager").stdout
+    return shown.strip().rsplit("-- cursor: ", 1)[1]
+
+
+def journal_since(machine: Machine, cursor: str, unit: str = "sosekni.service") -> str:
+    """The unit's lines after `cursor`: the app's own and systemd's about the unit."""
+    shown = machine.run(
+        "journalctl", "-u", unit, "--after-cursor", cursor, "-o", "cat", "--no-pager"
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
+# What a stop that is not clean leaves in the journal.
+UNCLEAN = ("SIGKILL", "Killing process", "status=1/", "Failed with result", "Traceback",
+           "Event loop is closed", "Experienced exception")  # fmt: skip
+
+
+def test_ten_restarts_and_a_stop_end_cleanly(provisioned: Provisioned) -> None:
+    """Every stop ends with status 0 and nothing left for systemd to SIGKILL."""
+    machine = provisioned.machine
+    health = f"http://127.0.0.1:{provisioned.app_port}/health"
+    cursor = journal_cursor(machine)
+    for _ in range(10):
+        done = machine.run("systemctl", "restart", "sosekni", timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert wait_for_health(health).status_code == 200  # each stop meets a running server
+    stopped = machine.run("systemctl", "stop", "sosekni", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    shown = machine.run(
+        "systemctl", "show", "-p", "ExecMainCode", "-p", "ExecMainStatus", "-p", "Result",
+        "sosekni",
+    ).stdout  # fmt: skip
+    assert dict(line.split("=", 1) for line in shown.split()) == {
+        "ExecMainCode": "1",  # CLD_EXITED: it exited by itself, not killed by a signal
+        "ExecMainStatus": "0",
+        "Result": "success",
+    }
+    journal = journal_since(machine, cursor)
+    assert journal.count("Deactivated successfully") == 11, journal[-4000:]
+    for sign in UNCLEAN:
+        assert sign not in journal, journal[-4000:]
+    started = machine.run("systemctl", "start", "sosekni", timeout=120)
+    assert started.returncode == 0, started.stderr
+    assert wait_for_health(health).status_code == 200
+
+
+def ops_as_service(provisioned: Provisioned, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sosekni-ops ARGS` as an operator runs it: the app user, in current/, no options."""
+    command = f"cd {APP_ROOT}/current && COLUMNS=200 .venv/bin/sosekni-ops {' '.join(args)}"
+    return provisioned.machine.run("sh", "-c", command, user="sosekni", timeout=900)
+
+
+async def test_deploy_and_rollback_refuse_no_webhook(provisioned: Provisioned) -> None:
+    """Webhooks at 20/s through nginx while `deploy` and then `rollback` restart the app:
+    every POST is answered 200 and every update is handled once. deploy and rollback run
+    as the app user without options: the health URL from shared/.env, the restart through
+    the provisioned RESTART_COMMAND (sudo)."""
+    telegram = provisioned.telegram
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    sender = WebhookSender(
+        f"https://127.0.0.1:{provisioned.https_port}", 0.05,
+        local_address=WEBHOOK_CLIENT, verify=False,
+    )  # fmt: skip
+    serving = provisioned.machine.run("readlink", f"{APP_ROOT}/current").stdout.strip()
+    try:
+        sender.start()
+        sender.wait_for(10)
+        started = time.monotonic()
+        deployed = ops_as_service(provisioned, "deploy", head)
+        deploy_s = time.monotonic() - started
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert f"127.0.0.1:{provisioned.app_port}/health" in deployed.stdout
+        sender.wait_for(len(sender.answers) + 10)
+        started = time.monotonic()
+        rolled = ops_as_service(provisioned, "rollback")
+        rollback_s = time.monotonic() - started
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        sender.wait_for(len(sender.answers) + 10)
+    finally:
+        answers = sender.finish()
+    refused = sender.refused()
+    rootfs.say(
+        f"deploy {deploy_s:.1f}s, rollback {rollback_s:.1f}s; {len(answers)} webhooks "
+        f"through nginx, {len(refused)} refused"
+    )
+    assert not refused, f"{len(refused)} of {len(answers)} refused: {refused}"
+    # The first release serves again; the deployed one says where it went.
+    assert provisioned.machine.run("readlink", f"{APP_ROOT}/current").stdout.strip() == serving
+    assert "rolled back to" in ops_as_service(provisioned, "releases").stdout
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=provisioned.pg_port, user="sosekni", password=DB_PASSWORD,
+        database="sosekni", timeout=10,
+    )  # fmt: skip
+    try:
+        posted = sorted(answers)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every update handled and its answer sent
+            handled = await conn.fetchval(
+                "SELECT count(*) FROM inbox_update WHERE update_id = ANY($1) AND status = 'done'",
+                posted,
+            )
+            if handled == len(posted) and all(
+                telegram.calls("sendMessage", chat_id=chat) for chat in sender.chats.values()
+            ):
+                break
+            await asyncio.sleep(0.2)
+        stored = await conn.fetch(
+            "SELECT update_id, status FROM inbox_update WHERE update_id = ANY($1)", posted
+        )
+        assert sorted(row["update_id"] for row in stored) == posted
+        assert {row["status"] for row in stored} == {"done"}
+    finally:
+        await conn.close()
+    answered = {
+        chat: len(telegram.calls("sendMessage", chat_id=chat)) for chat in sender.chats.values()
+    }
+    assert set(answered.values()) == {1}, answered
 
 
 def test_the_journal_holds_json_log_lines_without_the_secrets(provisioned: Provisioned) -> None:
