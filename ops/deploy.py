@@ -104,9 +104,12 @@ def releases() -> None:
     for name in layout.names():
         r = layout.load(name)
         rows.append(r)
+        status = plain(r.status)
+        if r.rolling_back_to is not None:  # unfinished: `rollback` finishes it
+            status.stylize("bold red")
         table.add_row(
             "[green]→ current[/]" if name == current else "", plain(name), plain(r.ref),
-            plain(r.sha[:12]), plain(r.migration_head or "—"), plain(r.status),
+            plain(r.sha[:12]), plain(r.migration_head or "—"), status,
         )  # fmt: skip
     console.print(table)
     if not rows:
