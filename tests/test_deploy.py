@@ -491,5 +491,22 @@ async def test_deploy_and_rollback_find_the_url_in_shared_env_and_a_failed_rollb
         assert site.release(older)["status"] == "serving again (rollback)"
         assert await site.migrations() == v1_migrations
         assert "deploy_probe" not in await site.tables()
+
+        # a deploy whose automatic rollback failed is finished by `rollback` in the same way
+        env_file.write_text(f"{settings}SERVE_PORT={dead}\n")
+        done = ops("deploy", "v2", "--health-timeout", "2")
+        assert done.returncode == 1
+        assert f"and the rollback to {older} failed too" in done.stderr, done.stderr
+        assert "run `sosekni-ops rollback` to finish it" in done.stderr
+        failed = max(os.listdir(site.root / "releases"))
+        assert site.current() == older
+        assert site.release(failed)["status"].startswith(f"{ROLLING_BACK}{older} failed: ")
+        env_file.write_text(f"{settings}SERVE_PORT={site.port}\n")
+        done = ops("rollback")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"the rollback from {failed} to {older} did not finish" in done.stdout
+        assert site.current() == older and site.healthy()
+        assert site.release(failed)["status"] == f"rolled back to {older}"
+        assert await site.migrations() == v1_migrations
     finally:
         env_file.write_text(settings)
