@@ -22,7 +22,9 @@ STAMP = "%Y%m%dT%H%M%SZ"
 # if it failed. Kept in `status` and `history` (no field of its own: the code of older
 # releases loads this JSON with Release(**data)); once it succeeded, "rolled back to …".
 ROLLING_BACK = "rolling back to "
-_ROLLING_BACK = re.compile(rf"^{ROLLING_BACK}(?P<target>\S+)(?: failed: .*)?$", re.DOTALL)
+_ROLLING_BACK = re.compile(
+    rf"^{re.escape(ROLLING_BACK)}(?P<target>\S+)(?: failed: .*)?$", re.DOTALL
+)
 
 
 class DeployError(OpsError):
