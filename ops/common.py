@@ -91,6 +91,27 @@ def settings_or_fail(**need: bool) -> Settings:
     return settings
 
 
+def health_url(settings: Settings) -> str:
+    """The service's `/health` as seen from its own host: `http://SERVE_HOST:SERVE_PORT/health`.
+
+    The one place `deploy`, `rollback` and `health` find the running app when no URL is
+    given. An address meaning "all addresses" (`0.0.0.0`, `::`) is reached on the loopback
+    of its family; an IPv6 address goes in brackets.
+    """
+    import ipaddress
+
+    host = settings.serve_host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a host name
+        return f"http://{host}:{settings.serve_port}/health"
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    # An IPv6 zone (`fe80::1%eth0`) is percent-encoded inside the brackets (RFC 6874).
+    shown = f"[{str(address).replace('%', '%25')}]" if address.version == 6 else str(address)
+    return f"http://{shown}:{settings.serve_port}/health"
+
+
 def where(settings: Settings) -> str:
     """The database location for messages, without its password."""
     from urllib.parse import urlparse

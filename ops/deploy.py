@@ -22,19 +22,25 @@ from ops.common import console, fail, plain, settings_or_fail
 from ops.deploys.deployer import Deployer
 from ops.deploys.layout import DeployError, Layout
 
-HealthUrl = Annotated[str, typer.Option(help="The app's health URL, polled after the restart.")]
+HealthUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="The app's health URL, polled after the restart (default: "
+        "http://SERVE_HOST:SERVE_PORT/health of the service's settings, shared/.env).",
+    ),
+]
 HealthTimeout = Annotated[
     float, typer.Option(help="Seconds to wait for the app to become healthy.", min=1)
 ]
 
 
-def _deployer(health_url: str, health_timeout: float) -> Deployer:
+def _deployer(health_url: str | None, health_timeout: float) -> Deployer:
     return Deployer(settings_or_fail(need_admins=False), health_url, health_timeout)
 
 
 def deploy(
     ref: Annotated[str, typer.Argument(help="Branch, tag or commit to deploy.")] = "main",
-    health_url: HealthUrl = "http://127.0.0.1:8080/health",
+    health_url: HealthUrl = None,
     health_timeout: HealthTimeout = 60,
 ) -> None:
     """Deploy REF: fetch, uv sync, backup, migrate, switch, restart, health check.
@@ -66,10 +72,13 @@ def rollback(
             "instead of migrating back.",
         ),
     ] = False,
-    health_url: HealthUrl = "http://127.0.0.1:8080/health",
+    health_url: HealthUrl = None,
     health_timeout: HealthTimeout = 60,
 ) -> None:
     """Return to the previous (or a named) release: migrate back, switch, restart, check.
+
+    A rollback that failed is done again by the same command: the release it left stays
+    marked "rolling back to …" until it has finished.
 
     Examples: sosekni-ops rollback · sosekni-ops rollback --to 20261125T101500Z-1a2b3c4
     """
@@ -95,9 +104,12 @@ def releases() -> None:
     for name in layout.names():
         r = layout.load(name)
         rows.append(r)
+        status = plain(r.status)
+        if r.rolling_back_to is not None:  # unfinished: `rollback` finishes it
+            status.stylize("bold red")
         table.add_row(
             "[green]→ current[/]" if name == current else "", plain(name), plain(r.ref),
-            plain(r.sha[:12]), plain(r.migration_head or "—"), plain(r.status),
+            plain(r.sha[:12]), plain(r.migration_head or "—"), status,
         )  # fmt: skip
     console.print(table)
     if not rows:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ops.common import console, plain, settings_or_fail, where
+from ops.common import console, health_url, plain, settings_or_fail, where
 from ops.telegram_api import explain
 from sosekni.config import Settings
 from sosekni.logs import Redactor
@@ -136,8 +136,12 @@ async def check_community(bot: Any, settings: Settings) -> Check | None:
 
 def health(
     url: Annotated[
-        str, typer.Option(help="Base URL of the running app (its /health is checked).")
-    ] = "http://127.0.0.1:8080",
+        str | None,
+        typer.Option(
+            help="Base URL of the running app (its /health is checked; "
+            "default: http://SERVE_HOST:SERVE_PORT/health of the settings)."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON for monitoring systems.")
     ] = False,
@@ -147,9 +151,12 @@ def health(
 
     Exits 0 only when every check passes.
 
+    Without --url it checks http://SERVE_HOST:SERVE_PORT/health of the settings.
+
     Examples: sosekni-ops health · sosekni-ops health --url http://127.0.0.1:8080 --json
     """
     settings = settings_or_fail(need_admins=False, need_token=True)
+    url = url or health_url(settings)
 
     async def run_all() -> list[Check]:
         app, database, telegram = await asyncio.gather(

@@ -39,8 +39,13 @@ def _migrate_sqlite(settings) -> None:
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: SERVE_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on (default: SERVE_PORT, 8080).", min=1, max=65535),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
 ) -> None:
     """Run the Sanic webhook server (POST /webhook/telegram, GET /health).
@@ -50,6 +55,8 @@ def serve(
     Example: sosekni-ops serve --host 127.0.0.1 --port 8080 --workers 2
     """
     settings = settings_or_fail(need_token=True, need_webhook_secret=True)
+    host = settings.serve_host if host is None else host
+    port = settings.serve_port if port is None else port
     if settings.is_sqlite:
         _migrate_sqlite(settings)
     logs.configure(settings.log_level, settings.log_format, settings.secrets)

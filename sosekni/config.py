@@ -109,6 +109,24 @@ def _group_id(name: str, raw: str | None) -> int | None:
     return int(raw)
 
 
+def _serve_host(raw: str | None) -> str:
+    """SERVE_HOST: an address or host name to listen on (`[::1]` is read as `::1`)."""
+    if raw is None:
+        return "127.0.0.1"
+    host = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+    if not host or re.search(r"[\s/?#@\[\]]", host):
+        raise ConfigError("SERVE_HOST must be an address or host name, e.g. 127.0.0.1 or ::1")
+    return host
+
+
+def _serve_port(raw: str | None) -> int:
+    if raw is None:
+        return 8080
+    if not re.fullmatch(r"\d{1,5}", raw) or not 1 <= int(raw) <= 65535:
+        raise ConfigError("SERVE_PORT must be a port number 1-65535, e.g. 8080")
+    return int(raw)
+
+
 def _database_url(raw: str) -> str:
     parsed = urlparse(raw)
     if parsed.scheme in ("postgres", "postgresql"):
@@ -172,6 +190,8 @@ class Settings:
     community_chat_id: int | None = None
     invite_ttl_hours: float = 72.0
     admin_chat_id: int | None = None
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8080
 
     def __repr__(self) -> str:
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
@@ -313,6 +333,8 @@ def load_settings(
         outbox_retention_days=outbox_days,
         community_chat_id=community,
         invite_ttl_hours=ttl,
+        serve_host=_serve_host(get("SERVE_HOST")),
+        serve_port=_serve_port(get("SERVE_PORT")),
     )
     if need_token:
         settings.require_token()

@@ -60,6 +60,10 @@ CASES = [
     Case("bad-expiry", "PENDING_EXPIRY_DAYS", {"PENDING_EXPIRY_DAYS": "-1"}, SERVE),
     Case("user-as-community", "COMMUNITY_CHAT_ID", {"COMMUNITY_CHAT_ID": "12345"}, SERVE),
     Case("bad-invite-ttl", "INVITE_TTL_HOURS", {"INVITE_TTL_HOURS": "0"}, SERVE),
+    Case("bad-serve-port", "SERVE_PORT", {"SERVE_PORT": "80a"}, SERVE),
+    Case("serve-port-too-big", "SERVE_PORT", {"SERVE_PORT": "70000"}, SERVE),
+    Case("serve-port-0", "SERVE_PORT", {"SERVE_PORT": "0"}, SERVE),
+    Case("serve-host-a-url", "SERVE_HOST", {"SERVE_HOST": "http://0.0.0.0/"}, SERVE),
 ]
 RUNS = [(command, case) for case in CASES for command in case.commands]
 
@@ -494,3 +498,28 @@ def test_admin_chat_id_is_optional_and_read_as_a_number() -> None:
     assert load_settings(full_env(ADMIN_CHAT_ID=" -1001234567890 ")).admin_chat_id == (
         -1001234567890
     )
+
+
+def test_serve_host_and_port_default_to_127_0_0_1_and_8080() -> None:
+    plain = load_settings(valid_env())
+    assert (plain.serve_host, plain.serve_port) == ("127.0.0.1", 8080)
+    chosen = load_settings(valid_env(SERVE_HOST=" 0.0.0.0 ", SERVE_PORT="8443"))
+    assert (chosen.serve_host, chosen.serve_port) == ("0.0.0.0", 8443)
+    assert load_settings(valid_env(SERVE_HOST="[::1]")).serve_host == "::1"
+
+
+def test_serve_takes_its_address_from_the_settings_and_the_options_win(tmp_path: Path) -> None:
+    # Both ports are taken, so serve stops at its one-line check and the line names the port
+    # it tried: SERVE_PORT without --port, the option's when given.
+    with socket.socket() as first, socket.socket() as second:
+        for taken in (first, second):
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+        setting, option = first.getsockname()[1], second.getsockname()[1]
+        env = valid_env(DATABASE_URL=f"sqlite:///{tmp_path / 'serve.db'}", SERVE_PORT=str(setting))
+        from_settings = invoke(("serve",), env)
+        from_option = invoke(("serve", "--port", str(option)), env)
+    assert from_settings.returncode == 1, from_settings.output
+    assert f"error: cannot listen on 127.0.0.1:{setting}:" in from_settings.output
+    assert from_option.returncode == 1, from_option.output
+    assert f"error: cannot listen on 127.0.0.1:{option}:" in from_option.output

@@ -24,8 +24,9 @@ import httpx
 import pytest
 
 import sosekni.piccolo_migrations
+from ops.common import health_url
 from ops.deploys.deployer import Deployer
-from ops.deploys.layout import KEEP_RELEASES, METADATA, Layout, Release
+from ops.deploys.layout import KEEP_RELEASES, METADATA, ROLLING_BACK, Layout, Release
 from sosekni.config import load_settings
 from sosekni.standin import FakeTelegram
 from tests.fakes.postgres import create_database, drop_database
@@ -398,3 +399,114 @@ def test_a_deploy_killed_mid_install_is_cleaned_up_by_the_next(site: Site, tmp_p
     assert done.returncode == 1
     assert f"removed {leftover}, left by an interrupted deploy" in done.stdout
     assert sorted(os.listdir(releases)) == before
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        (None, None, "http://127.0.0.1:8080/health"),
+        ("0.0.0.0", "9000", "http://127.0.0.1:9000/health"),
+        ("::", "9001", "http://[::1]:9001/health"),
+        ("[::]", "9002", "http://[::1]:9002/health"),
+        ("::1", "9003", "http://[::1]:9003/health"),
+        ("fe80::1%eth0", "9004", "http://[fe80::1%25eth0]:9004/health"),
+        ("10.1.2.3", "9005", "http://10.1.2.3:9005/health"),
+        ("localhost", "9006", "http://localhost:9006/health"),
+    ],
+)
+def test_the_health_url_is_built_from_serve_host_and_serve_port(
+    host: str | None, port: str | None, url: str
+) -> None:
+    env = {"DATABASE_URL": "sqlite:///x.db"}
+    env.update({k: v for k, v in (("SERVE_HOST", host), ("SERVE_PORT", port)) if v is not None})
+    assert health_url(load_settings(env, need_admins=False)) == url
+
+
+def test_release_metadata_of_a_newer_version_loads_and_a_rollback_marker_parses(
+    tmp_path: Path,
+) -> None:
+    layout = Layout(tmp_path)
+    name = "20260101T000000Z-aaaaaa1"
+    (layout.releases / name).mkdir(parents=True)
+    data = {"name": name, "status": "deployed", "history": [], "from_the_future": {"x": 1}}
+    (layout.releases / name / METADATA).write_text(json.dumps(data))
+    release = layout.load(name)
+    assert (release.name, release.status, release.rolling_back_to) == (name, "deployed", None)
+    release.note(f"{ROLLING_BACK}20251231T000000Z-bbbbbb2")
+    assert release.rolling_back_to == "20251231T000000Z-bbbbbb2"
+    release.note(f"{ROLLING_BACK}20251231T000000Z-bbbbbb2 failed: it broke;\nsecond line")
+    assert release.rolling_back_to == "20251231T000000Z-bbbbbb2"
+    release.note("rolled back to 20251231T000000Z-bbbbbb2")
+    assert release.rolling_back_to is None
+
+
+async def test_deploy_and_rollback_find_the_url_in_shared_env_and_a_failed_rollback_is_retried(
+    site: Site,
+) -> None:
+    env_file = site.root / "shared" / ".env"
+    settings = env_file.read_text()
+    own = f"http://127.0.0.1:{site.port}/health"
+
+    def ops(*args: str):
+        return run_ops(*args, env=site.env, timeout=600)
+
+    dead = free_port()
+    try:
+        # a given --health-url wins over the settings
+        env_file.write_text(f"{settings}SERVE_PORT={dead}\n")
+        done = site.deploy("deploy", "v1")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"→ waiting for {site.health}" in done.stdout
+        v1_migrations = await site.migrations()
+
+        # without it: the service's SERVE_PORT (shared/.env), not the shell's settings
+        env_file.write_text(f"{settings}SERVE_PORT={site.port}\n")
+        done = ops("deploy", "v2")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"→ waiting for {own}" in done.stdout
+        older, newer = sorted(os.listdir(site.root / "releases"))[-2:]
+        assert site.current() == newer and site.healthy()
+
+        # the service's port answers nothing: the rollback switches, restarts, then fails
+        env_file.write_text(f"{settings}SERVE_PORT={dead}\n")
+        done = ops("rollback", "--health-timeout", "2")
+        assert done.returncode == 1
+        assert f"http://127.0.0.1:{dead}/health not healthy after 2s" in done.stderr
+        assert "run `sosekni-ops rollback` again" in done.stderr, done.stderr
+        assert site.current() == older
+        status = site.release(newer)["status"]
+        assert status.startswith(f"{ROLLING_BACK}{older} failed: http://127.0.0.1:{dead}/")
+        listing = ops("releases")
+        assert f"{ROLLING_BACK}{older} failed" in listing.stdout
+
+        # settings fixed, the same command finishes the same rollback
+        env_file.write_text(f"{settings}SERVE_PORT={site.port}\n")
+        done = ops("rollback")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"the rollback from {newer} to {older} did not finish" in done.stdout
+        assert f"→ waiting for {own}" in done.stdout
+        assert f"rolled back to {older}" in done.stdout
+        assert site.current() == older and site.healthy()
+        assert site.release(newer)["status"] == f"rolled back to {older}"
+        assert site.release(older)["status"] == "serving again (rollback)"
+        assert await site.migrations() == v1_migrations
+        assert "deploy_probe" not in await site.tables()
+
+        # a deploy whose automatic rollback failed is finished by `rollback` in the same way
+        env_file.write_text(f"{settings}SERVE_PORT={dead}\n")
+        done = ops("deploy", "v2", "--health-timeout", "2")
+        assert done.returncode == 1
+        assert f"and the rollback to {older} failed too" in done.stderr, done.stderr
+        assert "run `sosekni-ops rollback` to finish it" in done.stderr
+        failed = max(os.listdir(site.root / "releases"))
+        assert site.current() == older
+        assert site.release(failed)["status"].startswith(f"{ROLLING_BACK}{older} failed: ")
+        env_file.write_text(f"{settings}SERVE_PORT={site.port}\n")
+        done = ops("rollback")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"the rollback from {failed} to {older} did not finish" in done.stdout
+        assert site.current() == older and site.healthy()
+        assert site.release(failed)["status"] == f"rolled back to {older}"
+        assert await site.migrations() == v1_migrations
+    finally:
+        env_file.write_text(settings)

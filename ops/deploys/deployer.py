@@ -16,14 +16,15 @@ from pathlib import Path
 from rich.text import Text
 
 from ops import backups
-from ops.common import console, plain
-from ops.deploys.layout import KEEP_RELEASES, STAMP, DeployError, Layout, Release
+from ops.common import console, health_url, plain
+from ops.deploys.layout import KEEP_RELEASES, ROLLING_BACK, STAMP, DeployError, Layout, Release
 from ops.deploys.steps import migration_head, run_step
 from sosekni.config import ConfigError, Settings, environment, load_settings
 
 
 class Deployer:
-    def __init__(self, settings: Settings, health_url: str, health_timeout: float) -> None:
+    def __init__(self, settings: Settings, health_url: str | None, health_timeout: float) -> None:
+        """`health_url` None: the service's own, from its settings (`service_settings`)."""
         self.settings = settings
         self.layout = Layout(settings.deploy_root)
         self.health_url = health_url
@@ -147,20 +148,20 @@ class Deployer:
     def wait_healthy(self) -> None:
         import httpx  # here, not at the top: `releases` and the help pages need no HTTP client
 
+        url = self.health_url or health_url(self.service_settings())
+        self.say(f"waiting for {url}")
         deadline = time.monotonic() + self.health_timeout
         last = "no answer"
         while time.monotonic() < deadline:
             try:
-                answer = httpx.get(self.health_url, timeout=5)
+                answer = httpx.get(url, timeout=5)
                 if answer.status_code == 200:
                     return
                 last = f"{answer.status_code} {answer.text[:200]}"
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}"
             time.sleep(0.5)
-        raise DeployError(
-            f"{self.health_url} not healthy after {self.health_timeout:.0f}s (last: {last})"
-        )
+        raise DeployError(f"{url} not healthy after {self.health_timeout:.0f}s (last: {last})")
 
     def prune(self) -> None:
         """Keep KEEP_RELEASES, good ones first; never `current` nor the good one before it.
@@ -178,6 +179,10 @@ class Deployer:
         if current is not None:
             keep.add(current)
             keep.update([n for n in good if n < current][-1:])
+            # the release an unfinished rollback to `current` left: its retry needs its code
+            keep.update(
+                r.name for r in self._unfinished_rollbacks() if r.rolling_back_to == current
+            )
         for path in self.layout.releases.iterdir() if self.layout.releases.is_dir() else ():
             if path.name not in keep and path.name != current and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -187,6 +192,25 @@ class Deployer:
             return self.layout.load(name).good
         except (OSError, ValueError, TypeError):  # unreadable metadata: not worth keeping
             return False
+
+    def _unfinished_rollbacks(self) -> list[Release]:
+        """Releases a rollback left without finishing (started, failed or interrupted)."""
+        found = []
+        for name in self.layout.names():
+            try:
+                release = self.layout.load(name)
+            except (OSError, ValueError, TypeError):
+                continue
+            if release.rolling_back_to is not None:
+                found.append(release)
+        return found
+
+    def _settle_unfinished_rollbacks(self, after: str) -> None:
+        """The service is healthy after another deploy or rollback: an older unfinished
+        rollback is no longer one to retry (a plain `rollback` goes further back again)."""
+        for release in self._unfinished_rollbacks():
+            release.note(f"rollback to {release.rolling_back_to} left unfinished; {after}")
+            self.layout.save(release)
 
     def clean_interrupted(self) -> None:
         """Remove what a deploy killed before its migration left behind (we hold the lock).
@@ -272,16 +296,21 @@ class Deployer:
             self.layout.save(release)
             if previous is None:
                 raise DeployError(f"{exc}; no previous release to roll back to") from None
-            self.say(f"[red]{exc}[/]; rolling back to {previous}")
+            self.say(f"{exc}; rolling back to {previous}")
             try:
-                self.return_to(previous, code_release=release.name)
-            except DeployError as again:
-                raise DeployError(f"{exc}; and the rollback failed too: {again}") from None
+                self.roll_back(release, previous)
+            except (DeployError, backups.BackupError) as again:
+                raise DeployError(
+                    f"{exc}; and the rollback to {previous} failed too: {again}; "
+                    "fix that and run `sosekni-ops rollback` to finish it"
+                ) from None
             release.note("rolled back")
             self.layout.save(release)
+            self._settle_unfinished_rollbacks(f"then {release.name} failed and rolled back")
             raise DeployError(f"{exc}; rolled back to {previous}, which is serving") from None
         release.note("deployed")
         self.layout.save(release)
+        self._settle_unfinished_rollbacks(f"then {release.name} was deployed")
         return release
 
     def _undo_migrations(self, release: Release, target: str | None) -> None:
@@ -307,31 +336,66 @@ class Deployer:
         target.note("serving again (rollback)")
         self.layout.save(target)
 
+    def roll_back(self, leaving: Release, target: str, restore_db: str | None = None) -> None:
+        """`return_to(target)` with the code of `leaving`, recorded on `leaving` first.
+
+        Until it has finished, `leaving` says "rolling back to <target>" (and on a failure
+        "… failed: <why>"), so that a retry of `rollback` finds it and does the same again.
+        """
+        leaving.note(f"{ROLLING_BACK}{target}")
+        self.layout.save(leaving)
+        try:
+            self.return_to(target, code_release=leaving.name, restore_db=restore_db)
+        except (DeployError, backups.BackupError) as exc:
+            leaving.note(f"{ROLLING_BACK}{target} failed: {exc}")
+            self.layout.save(leaving)
+            raise
+
     def rollback(self, to: str | None, restore_db: bool) -> str:
         current = self.layout.current_name()
         names = self.layout.names()
         if current is None:
             raise DeployError("nothing is deployed: there is no release to roll back from")
-        if to is not None:
-            if to not in names:
-                raise DeployError(f"no release named {to} (see `sosekni-ops releases`)")
-            if to == current:
-                raise DeployError(f"{to} is already the current release")
-            target = to
+        unfinished = [r for r in self._unfinished_rollbacks() if r.rolling_back_to == current]
+        if unfinished and to in (None, current):
+            # `current` is already the target: the rollback switched, then failed or stopped.
+            leaving, target = unfinished[-1], current
+            self.say(f"the rollback from {leaving.name} to {target} did not finish: doing it again")
         else:
-            older = [n for n in names if n < current and self.layout.load(n).good]
-            if not older:
-                raise DeployError(f"there is no release before {current} to roll back to")
-            target = older[-1]
-        leaving = self.layout.load(current)
+            if to is not None:
+                if to not in names:
+                    raise DeployError(f"no release named {to} (see `sosekni-ops releases`)")
+                if to == current:
+                    raise DeployError(f"{to} is already the current release")
+                target = to
+            else:
+                older = [n for n in names if n < current and self.layout.load(n).good]
+                if not older:
+                    raise DeployError(f"there is no release before {current} to roll back to")
+                target = older[-1]
+            leaving = self.layout.load(current)
         restore = None
         if restore_db:
             restore = leaving.backup
             if not restore or not Path(restore).exists():
-                raise DeployError(f"{current} recorded no pre-deploy backup to restore")
-        self.return_to(target, code_release=current, restore_db=restore)
+                raise DeployError(f"{leaving.name} recorded no pre-deploy backup to restore")
+        try:
+            self.roll_back(leaving, target, restore)
+        except (DeployError, backups.BackupError) as exc:
+            again = " ".join(
+                [
+                    "sosekni-ops rollback",
+                    *(["--to", to] if to else []),
+                    *(["--restore-db"] * restore_db),
+                ]
+            )
+            raise DeployError(
+                f"{exc}; {leaving.name} is marked as rolling back to {target}: "
+                f"fix that and run `{again}` again to finish it"
+            ) from None
         leaving.note(f"rolled back to {target}")
         self.layout.save(leaving)
+        self._settle_unfinished_rollbacks(f"then {leaving.name} rolled back to {target}")
         return target
 
     def service_settings(self) -> Settings:

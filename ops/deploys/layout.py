@@ -6,8 +6,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,14 @@ from ops.common import OpsError
 KEEP_RELEASES = 5
 METADATA = ".sosekni-release.json"
 STAMP = "%Y%m%dT%H%M%SZ"
+# The status of a release a rollback is leaving, from before the rollback starts until it
+# has finished: "rolling back to <release>", then "rolling back to <release> failed: <why>"
+# if it failed. Kept in `status` and `history` (no field of its own: the code of older
+# releases loads this JSON with Release(**data)); once it succeeded, "rolled back to …".
+ROLLING_BACK = "rolling back to "
+_ROLLING_BACK = re.compile(
+    rf"^{re.escape(ROLLING_BACK)}(?P<target>\S+)(?: failed: .*)?$", re.DOTALL
+)
 
 
 class DeployError(OpsError):
@@ -41,6 +50,13 @@ class Release:
     def good(self) -> bool:
         """It once served after a health check: a release worth returning to."""
         return any(h.endswith(" deployed") for h in self.history)
+
+    @property
+    def rolling_back_to(self) -> str | None:
+        """The release an unfinished (started, failed or interrupted) rollback from this one
+        returns to; None when no rollback from it is unfinished."""
+        found = _ROLLING_BACK.match(self.status)
+        return found.group("target") if found else None
 
 
 class Layout:
@@ -70,7 +86,8 @@ class Layout:
 
     def load(self, name: str) -> Release:
         data = json.loads((self.release_dir(name) / METADATA).read_text())
-        return Release(**data)
+        known = {f.name for f in fields(Release)}  # a newer release's keys are ignored
+        return Release(**{key: value for key, value in data.items() if key in known})
 
     def save(self, release: Release) -> None:
         path = self.release_dir(release.name) / METADATA
