@@ -726,9 +726,11 @@ class WebhookSender(threading.Thread):
         keepalive: bool = True,
         local_address: str | None = None,
         verify: bool = True,
+        secret: str = SECRET,
     ) -> None:
         super().__init__(daemon=True)
         self.url = url
+        self.secret = secret
         self.interval = interval
         self.keepalive = keepalive
         self.transport = httpx.HTTPTransport(local_address=local_address, verify=verify)
@@ -737,7 +739,10 @@ class WebhookSender(threading.Thread):
         self.chats: dict[int, int] = {}  # update id -> the client's chat
 
     def run(self) -> None:
-        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "content-type": "application/json"}
+        headers = {
+            "X-Telegram-Bot-Api-Secret-Token": self.secret,
+            "content-type": "application/json",
+        }
         if not self.keepalive:
             headers["Connection"] = "close"
         next_at = time.monotonic()

@@ -471,7 +471,7 @@ async def test_deploy_and_rollback_refuse_no_webhook(provisioned: Provisioned) -
     ).stdout.strip()
     sender = WebhookSender(
         f"https://127.0.0.1:{provisioned.https_port}", 0.05,
-        local_address=WEBHOOK_CLIENT, verify=False,
+        local_address=WEBHOOK_CLIENT, verify=False, secret=WEBHOOK_SECRET,
     )  # fmt: skip
     serving = provisioned.machine.run("readlink", f"{APP_ROOT}/current").stdout.strip()
     try:
