@@ -159,20 +159,26 @@
     return (last.from_bot ? "" : "You: ") + plainText(last.html);
   }
 
+  // The list is updated in place (one button per person, kept), so a focused entry keeps
+  // the keyboard focus while messages arrive.
   function renderPeople() {
     const list = $("people");
-    list.replaceChildren();
-    for (const p of state.people) {
+    const keep = new Set();
+    state.people.forEach((p, index) => {
+      keep.add(String(p.id));
+      let button = list.querySelector(`button[data-person-id="${p.id}"]`);
+      if (!button) {
+        button = el("button", { type: "button", class: "person", "data-person-id": p.id });
+        button.addEventListener("click", () => select(p.id));
+      }
+      const item = button.parentElement || el("li", {}, button);
+      if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
       const unread = state.unread.get(p.id) || 0;
-      const button = el(
-        "button",
-        {
-          type: "button",
-          class: "person" + (p.id === state.selected ? " selected" : ""),
-          "data-person-id": p.id,
-          "data-role": p.role,
-          "aria-current": p.id === state.selected ? "true" : null,
-        },
+      button.className = "person" + (p.id === state.selected ? " selected" : "");
+      button.dataset.role = p.role;
+      if (p.id === state.selected) button.setAttribute("aria-current", "true");
+      else button.removeAttribute("aria-current");
+      button.replaceChildren(
         el("span", { class: "avatar " + p.role, "aria-hidden": "true", text: initials(p) }),
         el(
           "span",
@@ -190,10 +196,11 @@
         ),
         unread
           ? el("span", { class: "unread", "aria-label": `${unread} new`, text: String(unread) })
-          : null,
+          : "",
       );
-      button.addEventListener("click", () => select(p.id));
-      list.append(el("li", {}, button));
+    });
+    for (const button of [...list.querySelectorAll("button[data-person-id]")]) {
+      if (!keep.has(button.dataset.personId)) button.parentElement.remove();
     }
   }
 
@@ -487,7 +494,8 @@
   function autosize() {
     const box = $("composer-text");
     box.style.height = "auto";
-    box.style.height = Math.min(box.scrollHeight, 160) + "px";
+    box.style.height = Math.max(40, Math.min(box.scrollHeight + 2, 160)) + "px";
+    box.style.overflowY = box.scrollHeight > 160 ? "auto" : "hidden";
   }
 
   // ---- live events ----------------------------------------------------------------------
