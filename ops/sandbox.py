@@ -145,7 +145,8 @@ def sandbox(
     try:
         standin.start()
     except OSError as exc:
-        fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        fail(f"cannot listen on 127.0.0.1:{port}: {reason}")
 
     stop = threading.Event()
     previous = {
