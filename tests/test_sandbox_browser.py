@@ -8,7 +8,8 @@ page: its script, the live events and the safe rendering run nowhere else.
 
 Each step leaves a screenshot in the test's temporary directory; on a failure they are
 copied next to it and the failure message names them. `SOSEKNI_SCREENSHOT=docs/sandbox.png`
-also writes the README's picture (the administrator's card after the approval).
+also writes the README's picture (the administrator's card after the approval, the
+client's chat beside it).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.harness import free_port, ops_command
 
@@ -304,6 +305,11 @@ def test_a_client_requests_and_an_administrator_approves_with_the_button(
         page.until("the client's welcome in the list", lambda _: "Welcome to SOSenki" in page.one(
             f'[data-person-id="{CLIENT}"] .person-preview').text)  # fmt: skip
         page.shot("admin-approved")
+
+        Select(page.one("#beside-select")).select_by_value(str(CLIENT))
+        page.until("the client's welcome beside", lambda _: any(
+            "Welcome to SOSenki" in m.text for m in page.css("#side .message .text")))  # fmt: skip
+        page.shot("client-beside")
         readme_picture(page)
 
         page.select(SECOND_ADMIN)

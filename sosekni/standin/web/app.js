@@ -9,8 +9,8 @@
     bot: null,
     people: [],          // Person objects, in the server's order (client first)
     chats: new Map(),    // person id -> Map(message_id -> Message)
-    selected: null,      // the person id whose chat is shown
-    replyTo: null,       // the message id the composer replies to
+    selected: null,      // the person id whose chat the main pane shows
+    panes: [],           // the main pane, then the one beside (see Pane)
     unread: new Map(),   // person id -> count of messages that came while not shown
     loaded: false,       // /sandbox/state read since the last (re)connection
     pending: [],         // events that arrived while the state was loading
@@ -175,6 +175,7 @@
       if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
       const unread = state.unread.get(p.id) || 0;
       button.className = "person" + (p.id === state.selected ? " selected" : "");
+      button.classList.toggle("beside", p.id === besidePane().personId);
       button.dataset.role = p.role;
       if (p.id === state.selected) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
@@ -220,33 +221,197 @@
     select.value = client.language_code;
   }
 
-  function renderHeader() {
-    const p = person(state.selected);
-    if (!p) return;
-    $("chat-title").textContent = p.first_name;
-    const avatar = $("chat-avatar");
-    avatar.textContent = initials(p);
-    avatar.className = "avatar " + p.role;
-    const bits = [p.role === "admin" ? "administrator" : "client"];
-    if (p.username) bits.push("@" + p.username);
-    bits.push("id " + p.id, "language " + p.language_code);
-    $("chat-sub").textContent = bits.join(" · ");
-    $("chat").dataset.personId = String(p.id);
+  // ---- panes ---------------------------------------------------------------------------
+  // A pane shows one person's chat with its own composer and reply; the main pane follows
+  // the list, the one beside (optional) shows a second person, e.g. the client while an
+  // administrator decides.
+  class Pane {
+    constructor(root) {
+      this.root = root;
+      this.personId = null;
+      this.replyTo = null;
+      this.box = root.querySelector(".messages");
+      this.text = root.querySelector(".composer textarea");
+      const form = root.querySelector(".composer");
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        this.send();
+      });
+      this.text.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          this.send();
+        } else if (event.key === "Escape" && this.replyTo !== null) {
+          this.clearReply();
+        }
+      });
+      this.text.addEventListener("input", () => this.autosize());
+      root.querySelector(".reply-cancel").addEventListener("click", () => {
+        this.clearReply();
+        this.text.focus();
+      });
+    }
+
+    q(selector) {
+      return this.root.querySelector(selector);
+    }
+
+    show(id) {
+      if (this.personId !== id) this.clearReply();
+      this.personId = id;
+      if (id !== null) state.unread.delete(id);
+      this.renderHeader();
+      this.renderMessages();
+    }
+
+    renderHeader() {
+      const p = person(this.personId);
+      if (!p) return;
+      this.q(".chat-title").textContent = p.first_name;
+      const avatar = this.q(".avatar");
+      avatar.textContent = initials(p);
+      avatar.className = "avatar " + p.role;
+      const bits = [p.role === "admin" ? "administrator" : "client"];
+      if (p.username) bits.push("@" + p.username);
+      bits.push("id " + p.id, "language " + p.language_code);
+      this.q(".chat-sub").textContent = bits.join(" · ");
+      this.root.dataset.personId = String(p.id);
+    }
+
+    renderMessages() {
+      const box = this.box;
+      box.replaceChildren();
+      if (this.personId === null) return;
+      const messages = sortedMessages(this.personId);
+      if (!messages.length) {
+        const p = person(this.personId);
+        const hint =
+          p && p.role === "client"
+            ? "Send /start, or /request followed by a few words about yourself."
+            : "Requests arrive here as cards with Approve and Reject buttons.";
+        box.append(el("p", { class: "empty", text: "No messages yet. " + hint }));
+      }
+      for (const m of messages) box.append(messageNode(m, this));
+      box.scrollTop = box.scrollHeight;
+    }
+
+    upsert(m) {
+      const box = this.box;
+      const existing = box.querySelector(`.message[data-message-id="${m.message_id}"]`);
+      if (existing) {
+        fillMessage(existing, m, this);
+      } else {
+        const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 120 || !m.from_bot;
+        const empty = box.querySelector(".empty");
+        if (empty) empty.remove();
+        const node = messageNode(m, this);
+        const after = [...box.querySelectorAll(".message")].find(
+          (n) => Number(n.dataset.messageId) > m.message_id,
+        );
+        box.insertBefore(node, after || null);
+        if (stick) box.scrollTop = box.scrollHeight;
+      }
+      if (this.replyTo === m.message_id) this.showReplyBar(m);
+    }
+
+    startReply(m) {
+      this.replyTo = m.message_id;
+      this.showReplyBar(m);
+      this.text.focus();
+    }
+
+    showReplyBar(m) {
+      this.q(".reply-text").textContent = plainText(m.html);
+      const bar = this.q(".reply-bar");
+      bar.hidden = false;
+      bar.dataset.replyTo = String(m.message_id);
+    }
+
+    clearReply() {
+      this.replyTo = null;
+      const bar = this.q(".reply-bar");
+      bar.hidden = true;
+      delete bar.dataset.replyTo;
+    }
+
+    autosize() {
+      const box = this.text;
+      box.style.height = "auto";
+      box.style.height = Math.max(40, Math.min(box.scrollHeight + 2, 160)) + "px";
+      box.style.overflowY = box.scrollHeight > 160 ? "auto" : "hidden";
+    }
+
+    async send() {
+      const text = this.text.value;
+      if (!text.trim() || this.personId === null) return;
+      const button = this.q(".composer .send");
+      button.disabled = true;
+      try {
+        const answer = await api("/sandbox/send", {
+          person_id: this.personId,
+          text,
+          reply_to: this.replyTo,
+        });
+        this.text.value = "";
+        this.autosize();
+        this.clearReply();
+        if (answer.message) upsert(answer.message, false);
+      } catch (error) {
+        toast("Not sent: " + error.message, { error: true });
+      } finally {
+        button.disabled = false;
+        this.text.focus();
+      }
+    }
+  }
+
+  function mainPane() {
+    return state.panes[0];
+  }
+
+  function besidePane() {
+    return state.panes[1] || { personId: null };
+  }
+
+  function shown(id) {
+    return state.panes.some((pane) => pane.personId === id);
   }
 
   function select(id) {
     if (!person(id)) return;
-    if (state.selected !== id) clearReply();
+    const previous = state.selected;
     state.selected = id;
-    state.unread.delete(id);
+    // The person beside moves to the main pane: the one shown there takes their place.
+    if (besidePane().personId === id) showBeside(previous);
+    mainPane().show(id);
     renderPeople();
-    renderHeader();
-    renderMessages();
-    $("composer-text").focus();
+    renderBesideChoice();
+    mainPane().text.focus();
+  }
+
+  function showBeside(id) {
+    const side = state.panes[1];
+    side.root.hidden = id === null;
+    $("panes").classList.toggle("split", id !== null);
+    side.show(id);
+    renderPeople();
+    renderBesideChoice();
+  }
+
+  function renderBesideChoice() {
+    const choice = $("beside-select");
+    const current = besidePane().personId;
+    choice.replaceChildren(el("option", { value: "", text: "nobody" }));
+    for (const p of state.people) {
+      if (p.id === state.selected) continue;
+      const label = p.first_name + (p.role === "admin" ? " (admin)" : " (client)");
+      choice.append(el("option", { value: String(p.id), text: label }));
+    }
+    choice.value = current === null ? "" : String(current);
   }
 
   // ---- messages -------------------------------------------------------------------------
-  function messageNode(m) {
+  function messageNode(m, pane) {
     const node = el("article", {
       class: "message " + (m.from_bot ? "bot" : "own"),
       "data-message-id": m.message_id,
@@ -254,11 +419,11 @@
       "data-from-bot": m.from_bot ? "true" : "false",
       "data-edited": m.edited ? "true" : "false",
     });
-    fillMessage(node, m);
+    fillMessage(node, m, pane);
     return node;
   }
 
-  function fillMessage(node, m) {
+  function fillMessage(node, m, pane) {
     node.dataset.edited = m.edited ? "true" : "false";
     const bubble = el("div", { class: "bubble" });
     if (m.reply_to) {
@@ -275,9 +440,7 @@
         el("span", { class: "quote-text", text: quoted ? plainText(quoted.html) : "a message" }),
       );
       quote.addEventListener("click", () => {
-        const target = document.querySelector(
-          `#messages .message[data-message-id="${m.reply_to}"]`,
-        );
+        const target = pane.box.querySelector(`.message[data-message-id="${m.reply_to}"]`);
         if (target) {
           target.scrollIntoView({ block: "center", behavior: "smooth" });
           target.classList.add("flash");
@@ -336,7 +499,7 @@
         "aria-label": "Reply to this message",
         text: "↩ Reply",
       });
-      reply.addEventListener("click", () => startReply(m));
+      reply.addEventListener("click", () => pane.startReply(m));
       actions.append(reply);
     }
     node.replaceChildren(bubble, ...(keyboard ? [keyboard] : []), actions);
@@ -346,53 +509,14 @@
     return (state.bot && state.bot.first_name) || "Bot";
   }
 
-  function renderMessages() {
-    const box = $("messages");
-    box.replaceChildren();
-    const messages = sortedMessages(state.selected);
-    if (!messages.length) {
-      const p = person(state.selected);
-      const hint =
-        p && p.role === "client"
-          ? "Send /start, or /request followed by a few words about yourself."
-          : "Requests arrive here as cards with Approve and Reject buttons.";
-      box.append(el("p", { class: "empty", text: "No messages yet. " + hint }));
-    }
-    for (const m of messages) box.append(messageNode(m));
-    box.scrollTop = box.scrollHeight;
-  }
-
-  function nearBottom(box) {
-    return box.scrollHeight - box.scrollTop - box.clientHeight < 120;
-  }
-
   function upsert(m, isEdit) {
     const messages = chat(m.chat_id);
     const known = messages.has(m.message_id);
     messages.set(m.message_id, m);
-    if (m.chat_id !== state.selected) {
-      if (!known && !isEdit && m.from_bot) {
-        state.unread.set(m.chat_id, (state.unread.get(m.chat_id) || 0) + 1);
-      }
-      renderPeople();
-      return;
+    if (!shown(m.chat_id) && !known && !isEdit && m.from_bot) {
+      state.unread.set(m.chat_id, (state.unread.get(m.chat_id) || 0) + 1);
     }
-    const box = $("messages");
-    const existing = box.querySelector(`.message[data-message-id="${m.message_id}"]`);
-    if (existing) {
-      fillMessage(existing, m);
-    } else {
-      const stick = nearBottom(box) || !m.from_bot;
-      const empty = box.querySelector(".empty");
-      if (empty) empty.remove();
-      const node = messageNode(m);
-      const after = [...box.querySelectorAll(".message")].find(
-        (n) => Number(n.dataset.messageId) > m.message_id,
-      );
-      box.insertBefore(node, after || null);
-      if (stick) box.scrollTop = box.scrollHeight;
-    }
-    if (state.replyTo === m.message_id) showReplyBar(m);
+    for (const pane of state.panes) if (pane.personId === m.chat_id) pane.upsert(m);
     renderPeople();
   }
 
@@ -401,8 +525,9 @@
     button.disabled = true;
     button.classList.add("busy");
     try {
+      // A private chat's id is its person's id: the one who sees the button presses it.
       await api("/sandbox/press", {
-        person_id: state.selected,
+        person_id: m.chat_id,
         message_id: m.message_id,
         callback_data: data,
       });
@@ -411,51 +536,6 @@
     } finally {
       button.disabled = false;
       button.classList.remove("busy");
-    }
-  }
-
-  function startReply(m) {
-    state.replyTo = m.message_id;
-    showReplyBar(m);
-    $("composer-text").focus();
-  }
-
-  function showReplyBar(m) {
-    $("reply-text").textContent = plainText(m.html);
-    const bar = $("reply-bar");
-    bar.hidden = false;
-    bar.dataset.replyTo = String(m.message_id);
-  }
-
-  function clearReply() {
-    state.replyTo = null;
-    const bar = $("reply-bar");
-    bar.hidden = true;
-    delete bar.dataset.replyTo;
-  }
-
-  async function send(event) {
-    if (event) event.preventDefault();
-    const box = $("composer-text");
-    const text = box.value;
-    if (!text.trim() || state.selected === null) return;
-    const button = $("send");
-    button.disabled = true;
-    try {
-      const answer = await api("/sandbox/send", {
-        person_id: state.selected,
-        text,
-        reply_to: state.replyTo,
-      });
-      box.value = "";
-      autosize();
-      clearReply();
-      if (answer.message) upsert(answer.message, false);
-    } catch (error) {
-      toast("Not sent: " + error.message, { error: true });
-    } finally {
-      button.disabled = false;
-      box.focus();
     }
   }
 
@@ -487,15 +567,9 @@
     if (index >= 0) state.people[index] = p;
     else state.people.push(p);
     renderPeople();
-    if (p.id === state.selected) renderHeader();
+    renderBesideChoice();
+    for (const pane of state.panes) if (pane.personId === p.id) pane.renderHeader();
     if (!$("client-form").contains(document.activeElement)) fillClientForm();
-  }
-
-  function autosize() {
-    const box = $("composer-text");
-    box.style.height = "auto";
-    box.style.height = Math.max(40, Math.min(box.scrollHeight + 2, 160)) + "px";
-    box.style.overflowY = box.scrollHeight > 160 ? "auto" : "hidden";
   }
 
   // ---- live events ----------------------------------------------------------------------
@@ -555,9 +629,11 @@
     }
     state.loaded = true;
     fillClientForm();
+    mainPane().show(state.selected);
+    const beside = besidePane().personId;
+    if (beside !== null) showBeside(person(beside) && beside !== state.selected ? beside : null);
     renderPeople();
-    renderHeader();
-    renderMessages();
+    renderBesideChoice();
     const queued = state.pending;
     state.pending = [];
     for (const [kind, d] of queued) handle(kind, d);
@@ -594,15 +670,13 @@
 
   // ---- wiring ---------------------------------------------------------------------------
   function init() {
-    $("composer").addEventListener("submit", send);
-    $("composer-text").addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) send(event);
-      else if (event.key === "Escape" && state.replyTo !== null) clearReply();
+    state.panes = [new Pane($("chat")), new Pane($("side"))];
+    $("beside-select").addEventListener("change", (event) => {
+      showBeside(event.target.value ? Number(event.target.value) : null);
     });
-    $("composer-text").addEventListener("input", autosize);
-    $("reply-cancel").addEventListener("click", () => {
-      clearReply();
-      $("composer-text").focus();
+    $("side").querySelector(".close-side").addEventListener("click", () => {
+      showBeside(null);
+      $("beside-select").focus();
     });
     $("client-form").addEventListener("submit", saveClient);
     // Arrow keys move between people in the list.
