@@ -320,6 +320,14 @@ def test_a_client_requests_and_an_administrator_approves_with_the_button(
         page.select(CLIENT)
         page.wait_message("Welcome to SOSenki")
         page.shot("client-welcome")
+
+        # What a person types is shown as typed: markup in it is text, never elements.
+        typed = "<i>not italic</i> & <script>window.hacked = 1</script>"
+        page.send(typed)
+        mine = page.message(typed, from_bot=False)
+        assert mine is not None
+        assert not mine.find_elements(By.CSS_SELECTOR, ".text i, .text script")
+        assert page.driver.execute_script("return window.hacked === undefined")
         assert page.errors() == []
 
 
