@@ -587,7 +587,7 @@
       return;
     }
     const why = d.error || (d.status ? `HTTP ${d.status}` : "no answer");
-    note.textContent = `Update ${d.update_id} did not reach the bot (${why}).`;
+    note.textContent = `Update ${d.update_id} did not reach the bot (${why}); trying again.`;
     note.hidden = false;
   }
 
@@ -640,6 +640,13 @@
     document.body.dataset.ready = "true";
   }
 
+  function reload() {
+    loadState().catch((error) => {
+      setLive("error", "state: " + error.message);
+      setTimeout(reload, 2000);  // the server answers again soon, or the stream drops
+    });
+  }
+
   function connect() {
     const source = new EventSource("/sandbox/events");
     for (const kind of ["message", "edit", "toast", "person", "delivery"]) {
@@ -657,9 +664,7 @@
       setLive("live", "live");
       state.everConnected = true;
       // (Re)load the whole state on every (re)connection: events missed while away are in it.
-      loadState().catch((error) => {
-        setLive("error", "state: " + error.message);
-      });
+      reload();
     });
     source.addEventListener("error", () => {
       state.loaded = false;
