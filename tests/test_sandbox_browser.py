@@ -79,6 +79,16 @@ class Sandbox:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def ready(self) -> bool:
+        """The sandbox has said where to open the page: its bot answered /health."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"the sandbox exited with {self.process.returncode}")
+        return f"open {self.url}" in self.log() and self.state() is not None
+
+    def bot_log(self) -> str:
+        path = self.data_dir / "bot.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def state(self) -> dict[str, Any] | None:
         """The page's state as the server tells it, or None while it does not answer."""
         if self.process.poll() is not None:
@@ -162,7 +172,10 @@ class Page:
         return path
 
     def open(self) -> None:
-        self.until("the sandbox to answer", lambda _: self.sandbox.state())
+        # The bot starts in the sandbox's own time (up to a minute, it says): not a step's.
+        WebDriverWait(self.driver, 90).until(
+            lambda _: self.sandbox.ready(), message="waited 90s for the sandbox to start"
+        )
         self.driver.get(self.sandbox.url)
         self.until("the page's state", lambda d: d.find_element(By.TAG_NAME, "body")
                    .get_attribute("data-ready") == "true")  # fmt: skip
@@ -242,10 +255,10 @@ def evidence(page: Page, sandbox: Sandbox, tmp_path: Path) -> Iterator[None]:
         except WebDriverException:
             console = "(unreadable)"
         names = "\n".join(f"  {path}" for path in copies) or "  (none taken)"
-        log = sandbox.log()[-4000:]
         raise AssertionError(
             f"{exc}\nscreenshots:\n{names}\nconsole errors:\n{console}\n"
-            f"sandbox log ({sandbox.log_path}), the end:\n{log}"
+            f"sandbox log ({sandbox.log_path}), the end:\n{sandbox.log()[-2000:]}\n"
+            f"bot log, the end:\n{sandbox.bot_log()[-3000:]}"
         ) from exc
 
 
