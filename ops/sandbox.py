@@ -141,7 +141,10 @@ def sandbox(
     token = f"{DEFAULT_BOT_ID}:{secrets.token_urlsafe(32)}"
     secret = secrets.token_urlsafe(32)
     standin = TelegramStandIn(token, port=port, username="SOSenkiSandboxBot")
-    people = Sandbox(standin, admins)
+    try:
+        people = Sandbox(standin, admins, counters=data / "counters.json")
+    except ValueError as exc:
+        fail(str(exc))
     try:
         standin.start()
     except OSError as exc:

@@ -22,6 +22,7 @@ import html
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 import zlib
@@ -173,7 +174,10 @@ class Sandbox:
     Attach it to a :class:`TelegramStandIn` before starting it (the constructor does); every
     request to the page's API runs on the stand-in's event loop. ``backoff`` is the first and
     the longest wait between two delivery attempts (Telegram's: 1 and 30 seconds; a test
-    shortens them).
+    shortens them). ``counters`` is a file that keeps the update ids and the chats' message
+    ids from one run to the next (:meth:`TelegramStandIn.seed`), for a bot whose database is
+    kept: ids that started again at 1 would be taken for updates and messages it has seen.
+    A file that cannot be read raises ValueError naming it.
     """
 
     def __init__(
@@ -183,6 +187,7 @@ class Sandbox:
         *,
         web_dir: Path = WEB_DIR,
         backoff: tuple[float, float] = (1.0, 30.0),
+        counters: Path | None = None,
     ) -> None:
         self._standin = standin
         self._web_dir = web_dir
@@ -200,7 +205,37 @@ class Sandbox:
         self._delivering = False
         self._wakeup: asyncio.Event | None = None
         self.attempts: list[dict[str, Any]] = []  # every delivery's outcome (tests read it)
+        self._run = secrets.token_hex(4)  # callback query ids differ from an earlier run's
+        self._counters = counters
+        if counters is not None:
+            self._load_counters(counters)
         standin.attach(self)
+
+    def _load_counters(self, path: Path) -> None:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            update_id = int(saved["update_id"])
+            message_ids = {int(chat): int(last) for chat, last in saved["message_ids"].items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ValueError(f"cannot read the sandbox's counters {path}: {error}") from None
+        self._standin.seed(update_id, dict(message_ids))
+
+    def _save_counters(self) -> None:
+        """Write the ids used so far (atomically: a killed sandbox leaves the old or the new)."""
+        path = self._counters
+        if path is None:
+            return
+        update_id, message_ids = self._standin.counters()
+        saved = {
+            "update_id": update_id,
+            "message_ids": {str(chat): last for chat, last in message_ids.items()},
+        }
+        with self._lock:
+            partial = path.with_name(path.name + ".tmp")
+            partial.write_text(json.dumps(saved), encoding="utf-8")
+            partial.replace(path)
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -269,6 +304,7 @@ class Sandbox:
             self._chats[chat_id].append(kept)
             self._index[(chat_id, result["message_id"])] = kept
             shown = dict(public)
+        self._save_counters()
         self._publish("message", {"chat_id": chat_id, "message": shown})
 
     def _bot_edited(self, method: str, params: dict[str, Any], result: dict[str, Any]) -> None:
@@ -432,7 +468,7 @@ class Sandbox:
             )
             if not found:
                 raise BadInput(f"message {message_id} has no button {data!r}")
-            query_id = f"{zlib.crc32(str(person.id).encode())}{next(self._press_ids):08d}"
+            query_id = f"{self._run}{person.id}-{next(self._press_ids)}"
             self._presses[query_id] = person.id
             update_id = self._enqueue(
                 {
@@ -527,6 +563,7 @@ class Sandbox:
         update_id = self._standin.next_update_id()
         with self._lock:
             self._pending.append({"update_id": update_id, **update})
+        self._save_counters()
         self._poke()
         return update_id
 
