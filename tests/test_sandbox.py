@@ -501,6 +501,24 @@ def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
     ]
 
 
+def test_a_bot_that_ends_by_itself_ends_the_sandbox_with_its_log(tmp_path: Path) -> None:
+    """The bot cannot open its database (a directory stands where the file should be): the
+    sandbox prints the end of the bot's log and exits 1, leaving no process behind."""
+    data = tmp_path / "data"
+    (data / "sandbox.db").mkdir(parents=True)
+    port = free_port()
+    done = subprocess.run(
+        [*ops_command(), "sandbox", "--port", str(port), "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error: the bot exited on its own" in done.stderr
+    tail = done.stderr.split("error: the bot exited")[0].strip()
+    assert tail and tail.splitlines()[-1] in (data / "bot.log").read_text()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # the stand-in let its port go
+
+
 # ------------------------------------------------------------------ the real process tree
 
 

@@ -1,13 +1,24 @@
 """The sandbox's side of the stand-in: people who chat with the bot from a web page.
 
 `sosekni-ops sandbox` runs the real bot against the one Telegram stand-in; this module gives
-the stand-in a client and a few administrators, keeps every chat between them and the bot
-(the bot's messages as it sent and edited them, the people's messages as they typed them),
-and serves the page, a JSON API and Server-Sent Events on the stand-in's own port
-(``/``, ``/sandbox/...``; the contract is /tmp/h/contract15.md of issue 15):
+the stand-in a client (Anna, 1001) and 1-10 administrators (Boris 101, Vera 102, …), keeps
+every chat between them and the bot (the bot's messages as it sent and edited them, the
+people's as they typed them), and serves the page and its API on the stand-in's own port.
+The page (``web/``) and this module share one contract:
 
-* ``GET /sandbox/state``; ``POST /sandbox/send``, ``/sandbox/press``, ``/sandbox/person``;
-* ``GET /sandbox/events``: ``message``, ``edit``, ``toast``, ``person`` and ``delivery``.
+* ``GET /`` (``web/index.html``), ``/sandbox/app.js``, ``/sandbox/app.css``;
+* ``GET /sandbox/state``: ``{"ok", "bot", "people": [Person], "chats": {"<id>": [Message]}}``;
+* ``POST /sandbox/send`` ``{"person_id", "text", "reply_to"}``, ``POST /sandbox/press``
+  ``{"person_id", "message_id", "callback_data"}``, ``POST /sandbox/person`` ``{"person_id",
+  "first_name"?, "username"?, "language_code"?}``; a bad one is a 400 ``{"ok": false,
+  "error"}`` and changes nothing;
+* ``GET /sandbox/events``, Server-Sent Events: ``message``, ``edit``, ``toast`` (a callback
+  answer's text, for the person who pressed), ``person``, ``delivery`` (each webhook
+  attempt), a ``: ping`` comment every 15 s.
+
+A Message is ``{"message_id", "chat_id", "from_bot", "html", "buttons", "reply_to", "edited",
+"date"}``; ``html`` is what Telegram would render: the bot's text as sent with parse_mode
+HTML (the stand-in has checked its tags), anything else HTML-escaped here.
 
 What a person does becomes an Update that is POSTed, in order, to the bot's webhook with
 Telegram's secret header (:meth:`Sandbox.deliver_to`, a control method, not ``setWebhook``,
