@@ -215,7 +215,9 @@ class Sandbox:
         self._target: tuple[str, str] | None = None  # webhook URL, secret
         self._delivering = False
         self._wakeup: asyncio.Event | None = None
-        self.attempts: list[dict[str, Any]] = []  # every delivery's outcome (tests read it)
+        # The latest deliveries' outcomes (tests read them; bounded: a bot that is down is
+        # tried every 30 s for as long as the sandbox runs).
+        self.attempts: deque[dict[str, Any]] = deque(maxlen=1000)
         self._run = secrets.token_hex(4)  # callback query ids differ from an earlier run's
         self._counters = counters
         if counters is not None:
@@ -343,6 +345,8 @@ class Sandbox:
 
     def handle(self, http_method: str, path: str, query: str, body: bytes) -> Answer:
         """Answer one request for ``/`` or ``/sandbox/...``."""
+        if self._pending and not self._delivering:  # the stand-in was stopped and started
+            self._wake()
         if path in _STATIC:
             if http_method not in ("GET", "HEAD"):
                 return _bad("method not allowed", 405)
