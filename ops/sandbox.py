@@ -141,7 +141,10 @@ def sandbox(
     token = f"{DEFAULT_BOT_ID}:{secrets.token_urlsafe(32)}"
     secret = secrets.token_urlsafe(32)
     standin = TelegramStandIn(token, port=port, username="SOSenkiSandboxBot")
-    people = Sandbox(standin, admins)
+    try:
+        people = Sandbox(standin, admins, counters=data / "counters.json")
+    except ValueError as exc:
+        fail(str(exc))
     try:
         standin.start()
     except OSError as exc:
@@ -166,7 +169,7 @@ def sandbox(
             admins=admin_ids,
         )
         argv = [*_ops_command(), "serve", "--host", "127.0.0.1", "--port", str(bot_port)]
-        console.print(plain(f"starting the bot (its log: {log_path})"))
+        console.print(plain(f"starting the bot (its log: {log_path})"), soft_wrap=True)
         with log_path.open("wb") as log:
             bot = subprocess.Popen(
                 [*argv, "--workers", "1"],
@@ -189,12 +192,13 @@ def sandbox(
                 fail(f"the bot did not answer {health} within {HEALTH_WAIT_S:g} s")
         people.deliver_to(f"http://127.0.0.1:{bot_port}/webhook/telegram", secret)
         names = [p.first_name for p in people.people()]
-        console.print(plain(f"open http://127.0.0.1:{standin.port}"), highlight=False)
+        console.print(plain(f"open http://127.0.0.1:{standin.port}"), soft_wrap=True)
         console.print(
             plain(
                 f"{names[0]} (the client) sends /request <a few words>; "
-                f"{' and '.join(names[1:])} (administrators) decide. Ctrl-C stops."
-            )
+                f"{', '.join(names[1:])} (administrators) decide. Ctrl-C stops."
+            ),
+            soft_wrap=True,
         )
         while not stop.wait(0.2):
             if bot.poll() is not None:

@@ -444,6 +444,26 @@ def test_an_unreachable_webhook_is_tried_again_until_it_answers(
     assert receiver.updates()[0]["update_id"] == sent["update_id"]
 
 
+def test_a_new_run_continues_the_ids_of_the_last(tmp_path: Path, receiver: Receiver) -> None:
+    """The bot's database outlives a sandbox run: the next run's update ids and message ids
+    go on from the last run's (from 1 again, the bot would ignore its updates as seen)."""
+    counters = tmp_path / "counters.json"
+    seen: list[tuple[int, int]] = []
+    for _ in range(2):
+        telegram = TelegramStandIn()
+        sandbox = Sandbox(telegram, 1, counters=counters)
+        with telegram, httpx.Client(base_url=telegram.base_url, timeout=10) as api:
+            sandbox.deliver_to(receiver.url, SECRET)
+            sent = api.post("/sandbox/send", json={"person_id": 101, "text": "/pending"}).json()
+            bot_call(api, telegram, "sendMessage", chat_id=101, text="nothing pending")
+            seen.append((sent["update_id"], sent["message"]["message_id"]))
+    assert seen[1][0] > seen[0][0]
+    assert seen[1][1] == seen[0][1] + 2  # after the first run's message and the bot's answer
+    counters.write_text("{not json")
+    with pytest.raises(ValueError, match=r"counters\.json"):
+        Sandbox(TelegramStandIn(), 1, counters=counters)
+
+
 def test_the_bot_environment_keeps_no_setting_of_the_operator() -> None:
     operator = {
         "PATH": "/usr/bin",
@@ -481,14 +501,65 @@ def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
     ]
 
 
+def test_a_bot_that_ends_by_itself_ends_the_sandbox_with_its_log(tmp_path: Path) -> None:
+    """The bot cannot open its database (a directory stands where the file should be): the
+    sandbox prints the end of the bot's log and exits 1, leaving no process behind."""
+    data = tmp_path / "data"
+    (data / "sandbox.db").mkdir(parents=True)
+    port = free_port()
+    done = subprocess.run(
+        [*ops_command(), "sandbox", "--port", str(port), "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error: the bot exited on its own" in done.stderr
+    tail = done.stderr.split("error: the bot exited")[0].strip()
+    assert tail and tail.splitlines()[-1] in (data / "bot.log").read_text()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # the stand-in let its port go
+
+
 # ------------------------------------------------------------------ the real process tree
+
+
+def start_sandbox(port: int, data: Path, work: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`sosekni-ops sandbox` as a process, once it has printed where to open the page."""
+    process = subprocess.Popen(
+        [*ops_command(), "sandbox", "--port", str(port), "--data-dir", str(data)],
+        cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    lines: list[str] = []
+    while not any(line.startswith("open ") for line in lines):
+        line = process.stdout.readline()
+        if not line:
+            process.wait(30)
+            raise AssertionError(
+                f"the sandbox ended ({process.returncode}): {process.stderr.read()}"
+            )
+        lines.append(line.strip())
+    assert f"open http://127.0.0.1:{port}" in lines
+    return process
+
+
+def stop_sandbox(process: subprocess.Popen[str]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 def test_the_sandbox_runs_the_real_bot_from_request_to_welcome(tmp_path: Path) -> None:
     """`sosekni-ops sandbox` as a process: the client's /request reaches the bot, the
     administrators get the card, an approval edits it and welcomes the client; SIGTERM ends
-    it with 0. A production-looking `.env` in its working directory (and DATABASE_URL in its
-    environment) is neither read nor touched."""
+    it with 0. Started again on the same data, the bot still knows the client (and takes
+    the new run's updates for new ones). A production-looking `.env` in its working
+    directory (and DATABASE_URL in its environment) is neither read nor touched."""
     work = tmp_path / "work"
     work.mkdir()
     production = tmp_path / "production.db"
@@ -503,19 +574,8 @@ def test_the_sandbox_runs_the_real_bot_from_request_to_welcome(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "WEBHOOK_"))}
     env["DATABASE_URL"] = f"sqlite:///{production}"
     env["COLUMNS"] = "200"
-    process = subprocess.Popen(
-        [*ops_command(), "sandbox", "--port", str(port), "--data-dir", str(data)],
-        cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = start_sandbox(port, data, work, env)
     try:
-        assert process.stdout is not None
-        lines = []
-        while not any(line.startswith("open ") for line in lines):
-            line = process.stdout.readline()
-            assert line, f"the sandbox ended: {process.wait(10)} {process.stderr.read()}"  # type: ignore[union-attr]
-            lines.append(line.strip())
-        assert f"open http://127.0.0.1:{port}" in lines
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
 
             def chats() -> dict[str, list[dict[str, Any]]]:
@@ -548,12 +608,19 @@ def test_the_sandbox_runs_the_real_bot_from_request_to_welcome(tmp_path: Path) -
             wait_until(lambda: chats()["102"][0]["edited"], "the other card changed")
             wait_until(lambda: len(chats()["1001"]) == 3, "the welcome")
             assert "approved" in chats()["1001"][2]["html"]
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+            last_id = chats()["1001"][2]["message_id"]
+        assert stop_sandbox(process) == 0
+
+        process = start_sandbox(port, data, work, env)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            again = api.post("/sandbox/send", json={"person_id": 1001, "text": "/status"}).json()
+            assert again["update_id"] > sent.json()["update_id"]
+            assert again["message"]["message_id"] > last_id
+            wait_until(lambda: len(chats()["1001"]) == 2, "the answer to /status")
+            assert "approved" in chats()["1001"][1]["html"]
+        assert stop_sandbox(process) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        stop_sandbox(process)
     assert dotenv.read_bytes() == written
     assert not production.exists()
     assert (data / "sandbox.db").exists() and (data / "bot.log").exists()

@@ -881,6 +881,21 @@ class TelegramStandIn:
             self._next_update_id += 1
             return update_id
 
+    def counters(self) -> tuple[int, dict[int | str, int]]:
+        """The next update id and each chat's last message id (what :meth:`seed` restores)."""
+        with self._lock:
+            return self._next_update_id, dict(self._state.last_message_id)
+
+    def seed(self, next_update_id: int, last_message_ids: dict[int | str, int]) -> None:
+        """Continue the update ids and the chats' message ids of an earlier run: a bot whose
+        database outlived that run takes a repeated update id for a repeated update (and
+        ignores it), and a repeated message id for the same message."""
+        with self._lock:
+            self._next_update_id = max(self._next_update_id, next_update_id)
+            for chat_id, message_id in last_message_ids.items():
+                known = self._state.last_message_id.get(chat_id, 0)
+                self._state.last_message_id[chat_id] = max(known, message_id)
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop serving now (None while stopped)."""

@@ -1,13 +1,24 @@
 """The sandbox's side of the stand-in: people who chat with the bot from a web page.
 
 `sosekni-ops sandbox` runs the real bot against the one Telegram stand-in; this module gives
-the stand-in a client and a few administrators, keeps every chat between them and the bot
-(the bot's messages as it sent and edited them, the people's messages as they typed them),
-and serves the page, a JSON API and Server-Sent Events on the stand-in's own port
-(``/``, ``/sandbox/...``; the contract is /tmp/h/contract15.md of issue 15):
+the stand-in a client (Anna, 1001) and 1-10 administrators (Boris 101, Vera 102, …), keeps
+every chat between them and the bot (the bot's messages as it sent and edited them, the
+people's as they typed them), and serves the page and its API on the stand-in's own port.
+The page (``web/``) and this module share one contract:
 
-* ``GET /sandbox/state``; ``POST /sandbox/send``, ``/sandbox/press``, ``/sandbox/person``;
-* ``GET /sandbox/events``: ``message``, ``edit``, ``toast``, ``person`` and ``delivery``.
+* ``GET /`` (``web/index.html``), ``/sandbox/app.js``, ``/sandbox/app.css``;
+* ``GET /sandbox/state``: ``{"ok", "bot", "people": [Person], "chats": {"<id>": [Message]}}``;
+* ``POST /sandbox/send`` ``{"person_id", "text", "reply_to"}``, ``POST /sandbox/press``
+  ``{"person_id", "message_id", "callback_data"}``, ``POST /sandbox/person`` ``{"person_id",
+  "first_name"?, "username"?, "language_code"?}``; a bad one is a 400 ``{"ok": false,
+  "error"}`` and changes nothing;
+* ``GET /sandbox/events``, Server-Sent Events: ``message``, ``edit``, ``toast`` (a callback
+  answer's text, for the person who pressed), ``person``, ``delivery`` (each webhook
+  attempt), a ``: ping`` comment every 15 s.
+
+A Message is ``{"message_id", "chat_id", "from_bot", "html", "buttons", "reply_to", "edited",
+"date"}``; ``html`` is what Telegram would render: the bot's text as sent with parse_mode
+HTML (the stand-in has checked its tags), anything else HTML-escaped here.
 
 What a person does becomes an Update that is POSTed, in order, to the bot's webhook with
 Telegram's secret header (:meth:`Sandbox.deliver_to`, a control method, not ``setWebhook``,
@@ -22,6 +33,7 @@ import html
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 import zlib
@@ -173,7 +185,10 @@ class Sandbox:
     Attach it to a :class:`TelegramStandIn` before starting it (the constructor does); every
     request to the page's API runs on the stand-in's event loop. ``backoff`` is the first and
     the longest wait between two delivery attempts (Telegram's: 1 and 30 seconds; a test
-    shortens them).
+    shortens them). ``counters`` is a file that keeps the update ids and the chats' message
+    ids from one run to the next (:meth:`TelegramStandIn.seed`), for a bot whose database is
+    kept: ids that started again at 1 would be taken for updates and messages it has seen.
+    A file that cannot be read raises ValueError naming it.
     """
 
     def __init__(
@@ -183,6 +198,7 @@ class Sandbox:
         *,
         web_dir: Path = WEB_DIR,
         backoff: tuple[float, float] = (1.0, 30.0),
+        counters: Path | None = None,
     ) -> None:
         self._standin = standin
         self._web_dir = web_dir
@@ -199,8 +215,40 @@ class Sandbox:
         self._target: tuple[str, str] | None = None  # webhook URL, secret
         self._delivering = False
         self._wakeup: asyncio.Event | None = None
-        self.attempts: list[dict[str, Any]] = []  # every delivery's outcome (tests read it)
+        # The latest deliveries' outcomes (tests read them; bounded: a bot that is down is
+        # tried every 30 s for as long as the sandbox runs).
+        self.attempts: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._run = secrets.token_hex(4)  # callback query ids differ from an earlier run's
+        self._counters = counters
+        if counters is not None:
+            self._load_counters(counters)
         standin.attach(self)
+
+    def _load_counters(self, path: Path) -> None:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            update_id = int(saved["update_id"])
+            message_ids = {int(chat): int(last) for chat, last in saved["message_ids"].items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ValueError(f"cannot read the sandbox's counters {path}: {error}") from None
+        self._standin.seed(update_id, dict(message_ids))
+
+    def _save_counters(self) -> None:
+        """Write the ids used so far (atomically: a killed sandbox leaves the old or the new)."""
+        path = self._counters
+        if path is None:
+            return
+        update_id, message_ids = self._standin.counters()
+        saved = {
+            "update_id": update_id,
+            "message_ids": {str(chat): last for chat, last in message_ids.items()},
+        }
+        with self._lock:
+            partial = path.with_name(path.name + ".tmp")
+            partial.write_text(json.dumps(saved), encoding="utf-8")
+            partial.replace(path)
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -269,6 +317,7 @@ class Sandbox:
             self._chats[chat_id].append(kept)
             self._index[(chat_id, result["message_id"])] = kept
             shown = dict(public)
+        self._save_counters()
         self._publish("message", {"chat_id": chat_id, "message": shown})
 
     def _bot_edited(self, method: str, params: dict[str, Any], result: dict[str, Any]) -> None:
@@ -296,6 +345,8 @@ class Sandbox:
 
     def handle(self, http_method: str, path: str, query: str, body: bytes) -> Answer:
         """Answer one request for ``/`` or ``/sandbox/...``."""
+        if self._pending and not self._delivering:  # the stand-in was stopped and started
+            self._wake()
         if path in _STATIC:
             if http_method not in ("GET", "HEAD"):
                 return _bad("method not allowed", 405)
@@ -432,7 +483,7 @@ class Sandbox:
             )
             if not found:
                 raise BadInput(f"message {message_id} has no button {data!r}")
-            query_id = f"{zlib.crc32(str(person.id).encode())}{next(self._press_ids):08d}"
+            query_id = f"{self._run}{person.id}-{next(self._press_ids)}"
             self._presses[query_id] = person.id
             update_id = self._enqueue(
                 {
@@ -527,6 +578,7 @@ class Sandbox:
         update_id = self._standin.next_update_id()
         with self._lock:
             self._pending.append({"update_id": update_id, **update})
+        self._save_counters()
         self._poke()
         return update_id
 
