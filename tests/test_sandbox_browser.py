@@ -370,8 +370,15 @@ def test_a_russian_client_is_rejected_by_a_reply_with_a_reason(
         page.select(FIRST_ADMIN)
         card = page.wait_message("I live at plot 12", "Ольга")
         card_id = card.get_attribute("data-message-id")
-        page.click("Reply", lambda: page.card_of(card_id).find_element(
-            By.CSS_SELECTOR, ".reply-btn"))  # fmt: skip
+
+        def reply() -> WebElement:
+            return page.card_of(card_id).find_element(By.CSS_SELECTOR, ".reply-btn")
+
+        page.click("Reply", reply)
+        page.until("the reply bar", lambda _: page.one("#reply-bar").is_displayed())
+        page.one(".composer textarea").send_keys(Keys.ESCAPE)  # a change of mind
+        page.until("the reply cancelled", lambda _: not page.one("#reply-bar").is_displayed())
+        page.click("Reply", reply)
         page.until("the reply bar", lambda _: page.one("#reply-bar").is_displayed())
         assert page.one("#reply-bar").get_attribute("data-reply-to") == card_id
         assert "I live at plot 12" in page.one("#reply-text").text
