@@ -13,6 +13,7 @@ from ops import (
     prune,
     queues,
     requests,
+    sandbox,
     serve,
     stats,
     webhook,
@@ -23,7 +24,7 @@ app = typer.Typer(
     cls=OpsGroup,
     name="sosekni-ops",
     help="Run and operate the SOSenki request-approval bot.\n\n"
-    "Examples: sosekni-ops serve --workers 2 · sosekni-ops health"
+    "Examples: sosekni-ops sandbox · sosekni-ops serve --workers 2 · sosekni-ops health"
     " · sosekni-ops deploy v1.4.0",
     no_args_is_help=True,
     # Plain help pages (Click's): Typer's Rich help renderer alone costs 0.2 s at every start.
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.command()(serve.serve)
 app.command()(serve.poll)
+app.command()(sandbox.sandbox)
 app.command()(health.health)
 app.command()(deploy.deploy)
 app.command()(deploy.rollback)

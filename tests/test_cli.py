@@ -58,6 +58,7 @@ HELP_PAGES = [
     (),
     ("serve",),
     ("poll",),
+    ("sandbox",),
     ("migrate",),
     ("migrate", "status"),
     ("admin",),

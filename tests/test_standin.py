@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -835,3 +836,61 @@ async def test_join_requests_are_approved_or_declined_once(fake: FakeTelegram) -
     assert fake.join_request_state(chat, USER) == "approved"
     assert fake.join_request_state(chat, USER + 1) == "declined"
     assert fake.join_request_state(chat, USER + 2) is None
+
+
+async def test_core_answers_other_content_types_and_streams_until_the_client_goes() -> None:
+    """The core's three answers: the JSON tuple (the fast path), a Response of another content
+    type, and a Stream written chunk by chunk until the client hangs up (the stream's
+    generator is then closed) or the core stops (a stream still open is cut)."""
+    from sosekni.standin.server import Core, Response, Stream
+
+    closed: list[str] = []
+    first_closed = asyncio.Event()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def events(name: str) -> Any:
+        try:
+            while True:
+                yield await chunks.get()
+        finally:
+            closed.append(name)
+            first_closed.set()
+
+    def handler(method: str, path: str, query: str, content_type: str, body: bytes) -> Any:
+        if path == "/page":
+            return Response(200, "<p>é</p>".encode(), "text/html; charset=utf-8")
+        if path.startswith("/stream"):
+            return Stream(events(path))
+        return 200, json.dumps({"method": method, "body": body.decode()}).encode()
+
+    core = Core(handler)
+    port = await core.open("127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            page = await client.get("/page")
+            assert page.headers["content-type"] == "text/html; charset=utf-8"
+            assert page.text == "<p>é</p>"
+            posted = await client.post("/x", content=b"hi")
+            assert posted.headers["content-type"] == "application/json"
+            assert posted.json() == {"method": "POST", "body": "hi"}
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream-1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Content-Type: text/event-stream" in head and b"Content-Length" not in head
+        chunks.put_nowait(b"data: 1\n\n")
+        chunks.put_nowait(b"data: 2\n\n")
+        assert await asyncio.wait_for(reader.readexactly(18), 5) == b"data: 1\n\ndata: 2\n\n"
+        writer.close()  # the client goes: the stream's generator is closed
+        await asyncio.wait_for(first_closed.wait(), 5)
+        assert closed == ["/stream-1"]
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream-2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        await core.close()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the stop ended the open stream
+    writer.close()
+    assert closed == ["/stream-1", "/stream-2"]

@@ -34,7 +34,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
@@ -488,6 +488,7 @@ class TelegramStandIn:
         self._thread: threading.Thread | None = None
         self._changed: asyncio.Event | None = None
         self._methods = self._handlers()
+        self._sandbox: Any = None  # a sosekni.standin.sandbox.Sandbox, when one is attached
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -858,6 +859,58 @@ class TelegramStandIn:
             recorded = self._state.calls[since:]
         return {"total": total, "calls": [bench_detail(call) for call in recorded]}
 
+    # ---- the sandbox's hooks ---------------------------------------------------------------
+
+    def attach(self, sandbox: Any) -> None:
+        """Serve ``sandbox`` (``/`` and ``/sandbox/...``) on this stand-in's port and tell it
+        of every successful Bot API call (``sandbox.observe(method, params, result)``)."""
+        self._sandbox = sandbox
+
+    def next_message_id(self, chat_id: int | str) -> int:
+        """A new message id in ``chat_id``: a person's message takes its number from the same
+        sequence as the bot's, as in a Telegram chat."""
+        with self._lock:
+            message_id = self._state.last_message_id.get(chat_id, 0) + 1
+            self._state.last_message_id[chat_id] = message_id
+            return message_id
+
+    def next_update_id(self) -> int:
+        """A new update id, from the sequence ``push_update`` uses."""
+        with self._lock:
+            update_id = self._next_update_id
+            self._next_update_id += 1
+            return update_id
+
+    def counters(self) -> tuple[int, dict[int | str, int]]:
+        """The next update id and each chat's last message id (what :meth:`seed` restores)."""
+        with self._lock:
+            return self._next_update_id, dict(self._state.last_message_id)
+
+    def seed(self, next_update_id: int, last_message_ids: dict[int | str, int]) -> None:
+        """Continue the update ids and the chats' message ids of an earlier run: a bot whose
+        database outlived that run takes a repeated update id for a repeated update (and
+        ignores it), and a repeated message id for the same message."""
+        with self._lock:
+            self._next_update_id = max(self._next_update_id, next_update_id)
+            for chat_id, message_id in last_message_ids.items():
+                known = self._state.last_message_id.get(chat_id, 0)
+                self._state.last_message_id[chat_id] = max(known, message_id)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop serving now (None while stopped)."""
+        return self._loop
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> bool:
+        """Run ``coroutine`` on the serving loop (call it on that loop) until it ends or the
+        stand-in stops; False (and dropped) when the stand-in is not serving."""
+        core = self._core
+        if core is None:
+            coroutine.close()
+            return False
+        core.spawn(coroutine)
+        return True
+
     # ---- request handling (on the stand-in's event loop) ----------------------------------
 
     def _notify(self) -> None:
@@ -877,10 +930,13 @@ class TelegramStandIn:
             changed.set()
 
     def _handle(
-        self, path: str, query: str, content_type: str, body: bytes
+        self, http_method: str, path: str, query: str, content_type: str, body: bytes
     ) -> Answer | Awaitable[Answer | None]:
         if path.startswith("/bench/"):
             return self._bench(path, query)
+        sandbox = self._sandbox
+        if sandbox is not None and (path == "/" or path.startswith("/sandbox/")):
+            return sandbox.handle(http_method, path, query, body)
         method = path
         prefix, _, rest = path.lstrip("/").partition("/")
         valid = bool(prefix.startswith("bot") and rest and "/" not in rest.rstrip("/"))
@@ -948,6 +1004,9 @@ class TelegramStandIn:
         with self._lock:
             self._state.calls.append(Call(method, params, time.time(), status, message_id))
         if status == HTTPStatus.OK:
+            sandbox = self._sandbox
+            if sandbox is not None:
+                sandbox.observe(method, params, result)
             return status, _json({"ok": True, "result": result})
         return status, _json(_error_payload(status, description, parameters))
 

@@ -10,17 +10,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 import httptools
 
-# One answer: the HTTP status and the JSON body; None hangs up without an answer.
-Answer = tuple[int, bytes]
-# What the application makes of a request (path, query, content type, body): an answer now,
-# or an awaitable one (injected delays, long polls).
-Handler = Callable[[str, str, str, bytes], "Answer | Awaitable[Answer | None]"]
+
+@dataclass(frozen=True)
+class Response:
+    """An answer of another content type than JSON (the sandbox's page, its script and style).
+
+    The Bot API's answers stay plain ``(status, json_bytes)`` tuples: the fast path the
+    benchmark drives thousands of times a second builds no object per answer.
+    """
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An answer written as it is produced (Server-Sent Events): the head at once, then each
+    chunk of ``chunks`` as it comes, until the iterator ends, the client goes away or the
+    stand-in stops. Sent with ``Connection: close`` and no length: the body ends with the
+    connection, which every HTTP/1.1 client (and EventSource) understands."""
+
+    chunks: AsyncIterator[bytes]
+    content_type: str = "text/event-stream; charset=utf-8"
+    status: int = 200
+
+
+# One answer: the HTTP status and the JSON body (the fast path), a Response of another content
+# type, or a Stream; None (from an awaitable) hangs up without an answer.
+Answer = tuple[int, bytes] | Response | Stream
+# What the application makes of a request (HTTP method, path, query, content type, body): an
+# answer now, or an awaitable one (injected delays, long polls).
+Handler = Callable[[str, str, str, str, bytes], "Answer | Awaitable[Answer | None]"]
 
 
 def _reason(status: int) -> str:
@@ -37,8 +65,9 @@ class _Connection(asyncio.Protocol):
         self.core = core
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.queue: deque[tuple[bytes, str, bytes, bool]] = deque()
+        self.queue: deque[tuple[str, bytes, str, bytes, bool]] = deque()
         self.busy = False
+        self.streaming: asyncio.Task[None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -54,6 +83,9 @@ class _Connection(asyncio.Protocol):
         # A pending answer still runs to its end: a request Telegram got is handled even when
         # the client stopped waiting for it.
         self.core.connections.discard(self)
+        # A stream, though, is for this client only: it ends when the client goes.
+        if self.streaming is not None:
+            self.streaming.cancel()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -77,19 +109,24 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        method = self.parser.get_method().decode("latin-1")
+        body = b"".join(self.body)
         self.queue.append(
-            (self.url, self.content_type, b"".join(self.body), self.parser.should_keep_alive())
+            (method, self.url, self.content_type, body, self.parser.should_keep_alive())
         )
         self._reset()
         self._drain()
 
     def _drain(self) -> None:
         while self.queue and not self.busy:
-            url, content_type, body, keep = self.queue.popleft()
+            method, url, content_type, body, keep = self.queue.popleft()
             path, _, query = url.decode("latin-1").partition("?")
-            answer = self.core.handler(path, query, content_type, body)
-            if isinstance(answer, tuple):
+            answer = self.core.handler(method, path, query, content_type, body)
+            if isinstance(answer, tuple | Response):
                 self._write(answer, keep)
+            elif isinstance(answer, Stream):
+                self.busy = True
+                self.streaming = self.core.spawn(self._stream(answer))
             else:
                 self.busy = True
                 self.core.spawn(self._later(answer, keep))
@@ -99,18 +136,54 @@ class _Connection(asyncio.Protocol):
         if answer is None:
             self.abort()
             return
+        if isinstance(answer, Stream):
+            self.streaming = asyncio.current_task()
+            await self._stream(answer)
+            return
         self.busy = False
         self._write(answer, keep)
         self._drain()
 
-    def _write(self, answer: Answer, keep: bool) -> None:
+    async def _stream(self, stream: Stream) -> None:
+        """Write the stream's chunks until it ends, the client goes or the stand-in stops;
+        then close the connection (which ends the answer's body)."""
+        transport = self.transport
+        chunks = stream.chunks
+        try:
+            if transport is None or transport.is_closing():
+                return
+            transport.write(
+                (
+                    f"HTTP/1.1 {stream.status} {_reason(stream.status)}\r\n"
+                    f"Content-Type: {stream.content_type}\r\n"
+                    "Cache-Control: no-cache\r\n"
+                    "X-Accel-Buffering: no\r\n"
+                    "Connection: close\r\n\r\n"
+                ).encode()
+            )
+            async for chunk in chunks:
+                if transport.is_closing():
+                    break
+                transport.write(chunk)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            if transport is not None:
+                transport.close()
+
+    def _write(self, answer: tuple[int, bytes] | Response, keep: bool) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        status, payload = answer
+        if isinstance(answer, Response):
+            status, payload, content_type = answer.status, answer.body, answer.content_type
+        else:
+            (status, payload), content_type = answer, "application/json"
         head = (
             f"HTTP/1.1 {status} {_reason(status)}\r\n"
-            "Content-Type: application/json\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\n"
             f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
         ).encode()
@@ -136,10 +209,12 @@ class Core:
         )
         return int(self.server.sockets[0].getsockname()[1])
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coroutine`` on the running loop until it ends or :meth:`close` cancels it."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def close(self) -> None:
         """Stop listening, cut every connection and drop every pending answer."""
