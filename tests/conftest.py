@@ -62,6 +62,9 @@ STARTED_FIRST = (
     "test_workflow.py",
     "test_shutdown.py",
     "test_faults.py",
+    "test_sandbox_browser.py",
+    "test_socket_activation.py",
+    "test_sandbox.py",
     "test_bench_smoke.py",
 )
 
