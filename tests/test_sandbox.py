@@ -26,6 +26,7 @@ from sosekni.standin.sandbox import Sandbox
 from tests.harness import ROOT, free_port, ops_command
 
 SECRET = "sandbox-secret_1"
+JSON = "application/json"
 WAIT_S = 20.0
 
 
@@ -112,7 +113,7 @@ def wait_until(check: Callable[[], Any], what: str) -> Any:
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {WAIT_S:g}s: {what}")
-        time.sleep(0.02)
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -375,7 +376,7 @@ def test_bad_inputs_are_refused_and_change_nothing(
         refused = answer.json()
         assert refused["ok"] is False and "\n" not in refused["error"] and refused["error"]
     for raw in (b"not json", b"[1, 2]", b""):
-        answer = api.post("/sandbox/send", content=raw)
+        answer = api.post("/sandbox/send", content=raw, headers={"Content-Type": JSON})
         assert answer.status_code == 400 and answer.json()["ok"] is False
     assert api.get("/sandbox/send").status_code == 405
     assert api.get("/sandbox/state").json() == before
