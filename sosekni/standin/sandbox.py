@@ -62,7 +62,7 @@ _USERNAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 _TAG = re.compile(r"<[^<>]*>")
 # What Telegram marks as a bot_command at the start of a message: "/" and 1-32 of these
 # characters, maybe "@botname"; not "/", not "/ hi".
-_COMMAND = re.compile(r"/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?(?![A-Za-z0-9_@])")
+_COMMAND = re.compile(r"/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
 # Events a subscriber may have waiting: past it the page is behind for good, its stream is
 # closed (it reconnects and reloads the state) rather than the queue growing without end.
 SUBSCRIBER_QUEUE_MAX = 1000
@@ -305,6 +305,11 @@ class Sandbox:
         """The contract's Messages of one person's chat, oldest first."""
         with self._lock:
             return [dict(kept.public) for kept in self._chats.get(person_id, [])]
+
+    def subscriber_count(self) -> int:
+        """How many ``/sandbox/events`` streams are open (a lagging one is dropped)."""
+        with self._lock:
+            return len(self._subscribers)
 
     def pending_count(self) -> int:
         with self._lock:
