@@ -4,10 +4,12 @@ sandbox` once as a real process tree, from `/request` to the welcome."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -867,3 +869,139 @@ def test_updates_have_telegrams_shapes(
             None if length is None else [{"type": "bot_command", "offset": 0, "length": length}]
         )
         assert entities == expected, text
+
+
+# ------------------------------------------------------------------ the bot's process group
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of the group ``pgid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, group = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def the_bot(sandbox: subprocess.Popen[str]) -> tuple[int, int, dict[str, str]]:
+    """The bot the sandbox started: its pid (= its group), its port and its environment."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == sandbox.pid and b"serve" in argv:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            env = dict(item.decode().partition("=")[::2] for item in environ if item)
+            return int(entry.name), int(argv[argv.index(b"--port") + 1]), env
+    raise AssertionError("the sandbox has no bot")
+
+
+def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` again (as Sanic does: past TIME_WAITs)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+            probe.listen()
+        except OSError:
+            return False
+        return True
+
+
+def wait_gone(pgid: int, port: int) -> None:
+    wait_until(lambda: not group_members(pgid), f"the bot's group {pgid} gone")
+    wait_until(lambda: port_free(port), f"the bot's port {port} free")
+
+
+def test_a_killed_sandbox_takes_its_bot_along(tmp_path: Path) -> None:
+    """SIGKILL leaves the sandbox no say: the kernel's parent-death signal stops the bot, and
+    the bot stops its Sanic worker (which would keep the port and the database)."""
+    port = free_port()
+    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    try:
+        pgid, bot_port, _ = the_bot(process)
+        assert len(group_members(pgid)) >= 2  # Sanic's main process and its worker
+        process.kill()
+        process.wait(10)
+        wait_gone(pgid, bot_port)
+    finally:
+        stop_sandbox(process)
+
+
+def test_a_bot_killed_alone_ends_the_sandbox_and_its_worker(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    try:
+        pgid, bot_port, _ = the_bot(process)
+        os.kill(pgid, signal.SIGKILL)  # the main process only: its worker is orphaned
+        assert process.wait(60) == 1
+        assert process.stderr is not None
+        assert "error: the bot exited on its own" in process.stderr.read()
+        wait_gone(pgid, bot_port)
+    finally:
+        stop_sandbox(process)
+
+
+def test_ctrl_c_stops_the_sandbox_and_its_bot(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    try:
+        pgid, bot_port, _ = the_bot(process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+        assert process.stdout is not None
+        assert "stopping the bot…" in process.stdout.read()
+        wait_gone(pgid, bot_port)
+    finally:
+        stop_sandbox(process)
+
+
+def test_a_second_ctrl_c_kills_a_bot_that_hangs_and_no_secret_is_printed(tmp_path: Path) -> None:
+    """The bot is frozen (SIGSTOP: it cannot act on SIGTERM): the first Ctrl-C says it stops
+    the bot and waits, the second kills its group at once. Neither the run's token nor its
+    webhook secret is in what the sandbox printed or in the bot's log."""
+    data = tmp_path / "data"
+    port = free_port()
+    process = start_sandbox(port, data, tmp_path, dict(os.environ))
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        pgid, bot_port, env = the_bot(process)
+        token, secret = env["TELEGRAM_BOT_TOKEN"], env["WEBHOOK_SECRET"]
+        assert len(token) > 20 and len(secret) > 20
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            sent = api.post("/sandbox/send", json={"person_id": 1001, "text": "/request plot 3"})
+            assert sent.status_code == 200, sent.text
+            wait_until(
+                lambda: len(api.get("/sandbox/state").json()["chats"]["1001"]) == 2, "the answer"
+            )
+        os.killpg(pgid, signal.SIGSTOP)
+        process.send_signal(signal.SIGINT)
+        while (line := process.stdout.readline()) and "stopping the bot" not in line:
+            pass
+        assert line.strip() == "stopping the bot…"
+        assert group_members(pgid)  # frozen, still there: the sandbox waits for it
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0  # far less than STOP_WAIT_S
+        wait_gone(pgid, bot_port)
+        printed = process.stdout.read() + process.stderr.read()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        stop_sandbox(process)
+    log = (data / "bot.log").read_text()
+    assert log.strip()  # the bot did log its work
+    for where, text in (("the sandbox's output", printed), ("bot.log", log)):
+        assert token not in text and token.split(":", 1)[1] not in text, where
+        assert secret not in text, where
+        assert not re.search(r"\d+:[A-Za-z0-9_-]{20,}", text), where
