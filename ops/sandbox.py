@@ -48,7 +48,7 @@ _SETTINGS_PREFIXES = (
     "LISTEN_",
 )
 HEALTH_WAIT_S = 60.0
-STOP_WAIT_S = 30.0
+STOP_WAIT_S = 10.0  # Sanic's graceful stop takes well under a second; Ctrl-C again ends it
 LOG_TAIL_LINES = 30
 _PR_SET_PDEATHSIG = 1
 

@@ -919,6 +919,13 @@ def port_free(port: int) -> bool:
         return True
 
 
+def kill_group(pgid: int) -> None:
+    """Leave no process behind, even when the test failed (0: no bot was found)."""
+    if pgid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
 def wait_gone(pgid: int, port: int) -> None:
     wait_until(lambda: not group_members(pgid), f"the bot's group {pgid} gone")
     wait_until(lambda: port_free(port), f"the bot's port {port} free")
@@ -929,6 +936,7 @@ def test_a_killed_sandbox_takes_its_bot_along(tmp_path: Path) -> None:
     the bot stops its Sanic worker (which would keep the port and the database)."""
     port = free_port()
     process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    pgid = 0
     try:
         pgid, bot_port, _ = the_bot(process)
         assert len(group_members(pgid)) >= 2  # Sanic's main process and its worker
@@ -937,11 +945,13 @@ def test_a_killed_sandbox_takes_its_bot_along(tmp_path: Path) -> None:
         wait_gone(pgid, bot_port)
     finally:
         stop_sandbox(process)
+        kill_group(pgid)
 
 
 def test_a_bot_killed_alone_ends_the_sandbox_and_its_worker(tmp_path: Path) -> None:
     port = free_port()
     process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    pgid = 0
     try:
         pgid, bot_port, _ = the_bot(process)
         os.kill(pgid, signal.SIGKILL)  # the main process only: its worker is orphaned
@@ -951,11 +961,13 @@ def test_a_bot_killed_alone_ends_the_sandbox_and_its_worker(tmp_path: Path) -> N
         wait_gone(pgid, bot_port)
     finally:
         stop_sandbox(process)
+        kill_group(pgid)
 
 
 def test_ctrl_c_stops_the_sandbox_and_its_bot(tmp_path: Path) -> None:
     port = free_port()
     process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    pgid = 0
     try:
         pgid, bot_port, _ = the_bot(process)
         process.send_signal(signal.SIGINT)
@@ -965,6 +977,7 @@ def test_ctrl_c_stops_the_sandbox_and_its_bot(tmp_path: Path) -> None:
         wait_gone(pgid, bot_port)
     finally:
         stop_sandbox(process)
+        kill_group(pgid)
 
 
 def test_a_second_ctrl_c_kills_a_bot_that_hangs_and_no_secret_is_printed(tmp_path: Path) -> None:
@@ -975,6 +988,7 @@ def test_a_second_ctrl_c_kills_a_bot_that_hangs_and_no_secret_is_printed(tmp_pat
     port = free_port()
     process = start_sandbox(port, data, tmp_path, dict(os.environ))
     assert process.stdout is not None and process.stderr is not None
+    pgid = 0
     try:
         pgid, bot_port, env = the_bot(process)
         token, secret = env["TELEGRAM_BOT_TOKEN"], env["WEBHOOK_SECRET"]
@@ -996,9 +1010,8 @@ def test_a_second_ctrl_c_kills_a_bot_that_hangs_and_no_secret_is_printed(tmp_pat
         wait_gone(pgid, bot_port)
         printed = process.stdout.read() + process.stderr.read()
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
         stop_sandbox(process)
+        kill_group(pgid)
     log = (data / "bot.log").read_text()
     assert log.strip()  # the bot did log its work
     for where, text in (("the sandbox's output", printed), ("bot.log", log)):
