@@ -7,6 +7,7 @@ what they do reaches the bot's real `/webhook/telegram` as Telegram would send i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -46,8 +48,9 @@ _SETTINGS_PREFIXES = (
     "LISTEN_",
 )
 HEALTH_WAIT_S = 60.0
-STOP_WAIT_S = 30.0
+STOP_WAIT_S = 10.0  # Sanic's graceful stop takes well under a second; Ctrl-C again ends it
 LOG_TAIL_LINES = 30
+_PR_SET_PDEATHSIG = 1
 
 
 def bot_environment(
@@ -98,15 +101,80 @@ def _log_tail(path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:]) or "(the log is empty)"
 
 
-def _stop_bot(bot: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, as systemd stops the service; SIGKILL its process group if it hangs."""
-    if bot.poll() is not None:
-        return
-    bot.send_signal(signal.SIGTERM)
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send the bot SIGTERM when the sandbox dies, even by
+    SIGKILL (which no handler of ours sees); None elsewhere.
+
+    prctl is looked up here, before the fork: the child, forked from a process with threads
+    (the stand-in's), calls one C function and nothing that could wait on a lock. Only the
+    bot's main process gets the signal (Linux clears it across fork); Sanic's main process
+    stops its workers when it gets SIGTERM, and :func:`_stop_bot` kills what is left.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
     try:
-        bot.wait(STOP_WAIT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(bot.pid, signal.SIGKILL)
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the sandbox died before prctl: no signal would come
+            os._exit(1)
+
+    return preexec
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group ``pgid`` still runs (a zombie holds no port or file)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp ...
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _stop_bot(bot: subprocess.Popen[bytes], wait_s: float = STOP_WAIT_S) -> None:
+    """SIGTERM the bot's whole process group (as systemd stops the service), wait up to
+    ``wait_s`` for it to end, then SIGKILL whatever of the group is left.
+
+    The group, not the process: Sanic serves from a worker process even with one worker, and
+    a worker whose main process died keeps the port and the SQLite file. The bot runs in a
+    session of its own, so its group id is its pid.
+    """
+    pgid = bot.pid
+    deadline = time.monotonic() + wait_s
+    _kill_group(pgid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        bot.wait(max(0.0, deadline - time.monotonic()))
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _kill_group(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         bot.wait(10)
 
 
@@ -152,10 +220,16 @@ def sandbox(
         fail(f"cannot listen on 127.0.0.1:{port}: {reason}")
 
     stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
     bot: subprocess.Popen[bytes] | None = None
+
+    def on_signal(*_: object) -> None:
+        # The first Ctrl-C (or SIGTERM) stops the bot gently; a second one while it stops
+        # kills the bot's group at once.
+        if stop.is_set() and bot is not None:
+            _kill_group(bot.pid, signal.SIGKILL)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     log_path = data / "bot.log"
     try:
         bot_port = _free_port()
@@ -179,6 +253,7 @@ def sandbox(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the sandbox; it stops the bot itself
+                preexec_fn=_die_with_parent(),  # one prctl call, see there
             )
         health = f"http://127.0.0.1:{bot_port}/health"
         deadline = time.monotonic() + HEALTH_WAIT_S
@@ -205,6 +280,8 @@ def sandbox(
                 _bot_died(bot, log_path)
     finally:
         if bot is not None:
+            if stop.is_set():
+                console.print(plain("stopping the bot…"), soft_wrap=True)
             _stop_bot(bot)
         standin.stop()
         for sig, handler in previous.items():

@@ -4,10 +4,12 @@ sandbox` once as a real process tree, from `/request` to the welcome."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +28,7 @@ from sosekni.standin.sandbox import Sandbox
 from tests.harness import ROOT, free_port, ops_command
 
 SECRET = "sandbox-secret_1"
+JSON = "application/json"
 WAIT_S = 20.0
 
 
@@ -112,7 +115,7 @@ def wait_until(check: Callable[[], Any], what: str) -> Any:
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {WAIT_S:g}s: {what}")
-        time.sleep(0.02)
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -375,7 +378,7 @@ def test_bad_inputs_are_refused_and_change_nothing(
         refused = answer.json()
         assert refused["ok"] is False and "\n" not in refused["error"] and refused["error"]
     for raw in (b"not json", b"[1, 2]", b""):
-        answer = api.post("/sandbox/send", content=raw)
+        answer = api.post("/sandbox/send", content=raw, headers={"Content-Type": JSON})
         assert answer.status_code == 400 and answer.json()["ok"] is False
     assert api.get("/sandbox/send").status_code == 405
     assert api.get("/sandbox/state").json() == before
@@ -625,3 +628,393 @@ def test_the_sandbox_runs_the_real_bot_from_request_to_welcome(tmp_path: Path) -
     assert not production.exists()
     assert (data / "sandbox.db").exists() and (data / "bot.log").exists()
     assert "production-token" not in (data / "bot.log").read_text()
+
+
+# ------------------------------------------------------------------ issue 15 review fixes
+
+
+def raw_exchange(port: int, requests: bytes) -> bytes:
+    """Send ``requests`` on one keep-alive connection (the last asks to close) and return
+    everything the stand-in answered until it closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(requests)
+        found = b""
+        while chunk := raw.recv(65536):
+            found += chunk
+    return found
+
+
+def split_answers(data: bytes, heads: list[bool]) -> list[tuple[str, dict[str, str], bytes]]:
+    """The answers in ``data``: (status line, headers, body), framed by Content-Length (none
+    read for an answer to HEAD, as the flags in ``heads`` say)."""
+    answers = []
+    for head_only in heads:
+        head, _, data = data.partition(b"\r\n\r\n")
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = 0 if head_only else int(headers["content-length"])
+        answers.append((status, headers, data[:length]))
+        data = data[length:]
+    assert data == b"", data[:200]
+    return answers
+
+
+def test_head_sends_no_body_and_keeps_the_connection_in_step(
+    standin: tuple[TelegramStandIn, Sandbox], web: Path
+) -> None:
+    port = standin[0].port
+    host = f"Host: 127.0.0.1:{port}\r\n"
+    asked = [
+        ("HEAD", "/"),
+        ("GET", "/sandbox/app.css"),
+        ("HEAD", "/sandbox/app.js"),
+        ("HEAD", "/sandbox/app.css"),
+        ("DELETE", "/"),
+        ("GET", "/sandbox/send"),
+        ("POST", "/sandbox/events"),
+        ("GET", "/sandbox/app.js"),
+    ]
+    requests = (
+        b"".join(
+            f"{method} {path} HTTP/1.1\r\n{host}Content-Length: 0\r\n\r\n".encode()
+            for method, path in asked[:-1]
+        )
+        + f"GET /sandbox/app.js HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode()
+    )
+    answers = split_answers(raw_exchange(port, requests), [m == "HEAD" for m, _ in asked])
+    index, css, js = ((web / name).read_bytes() for name in ("index.html", "app.css", "app.js"))
+    assert [status for status, _, _ in answers] == [
+        "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK",
+        "HTTP/1.1 405 Method Not Allowed", "HTTP/1.1 405 Method Not Allowed",
+        "HTTP/1.1 405 Method Not Allowed", "HTTP/1.1 200 OK",
+    ]  # fmt: skip
+    assert answers[0][1]["content-length"] == str(len(index))
+    assert answers[0][1]["content-type"] == "text/html; charset=utf-8"
+    assert answers[1][2] == css
+    assert answers[2][1]["content-length"] == str(len(js))
+    assert answers[3][1]["content-length"] == str(len(css))
+    assert [answer[1]["allow"] for answer in answers[4:7]] == ["GET, HEAD", "POST", "GET"]
+    assert json.loads(answers[4][2])["ok"] is False
+    assert answers[7][2] == js
+
+
+def test_posts_must_be_json_and_the_host_this_machine(
+    api: httpx.Client, standin: tuple[TelegramStandIn, Sandbox], receiver: Receiver
+) -> None:
+    """A site in the operator's browser can post text/plain or a form without a preflight,
+    and a rebound DNS name reaches 127.0.0.1 with its own Host: both are refused."""
+    port = standin[0].port
+    body = json.dumps({"person_id": 1001, "text": "/request hi"})
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        answer = api.post("/sandbox/send", content=body, headers=headers)
+        assert answer.status_code == 415, answer.text
+        assert answer.json()["ok"] is False and "application/json" in answer.json()["error"]
+    for host in (f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}", "localhost"):
+        refused = api.post(
+            "/sandbox/send", content=body, headers={"Host": host, "Content-Type": JSON}
+        )
+        assert refused.status_code == 421, (host, refused.text)
+        assert api.get("/sandbox/state", headers={"Host": host}).status_code == 421
+        assert api.get("/", headers={"Host": host}).status_code == 421
+    assert api.get("/sandbox/state").json()["chats"]["1001"] == []
+    assert standin[1].pending_count() == 0 and receiver.received == []
+    for host in (f"localhost:{port}", f"LOCALHOST:{port}", f"127.0.0.1:{port}"):
+        answer = api.post(
+            "/sandbox/send", content=body, headers={"Host": host, "Content-Type": JSON}
+        )
+        assert answer.status_code == 200, (host, answer.text)
+    answer = api.post(
+        "/sandbox/send", content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert answer.status_code == 200, answer.text
+    # The Bot API on the same port is not the page's: the bot's own Host is its business.
+    me = api.get(f"/bot{standin[0].token}/getMe", headers={"Host": "api.telegram.org"})
+    assert me.status_code == 200
+
+
+def test_a_client_that_does_not_read_its_events_is_cut_off(
+    standin: tuple[TelegramStandIn, Sandbox],
+) -> None:
+    """An /sandbox/events client that never reads: past about a megabyte unsent the stand-in
+    closes it (the page would reconnect and reload) instead of buffering every event."""
+    telegram, sandbox = standin
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", telegram.port))
+    slow.sendall(
+        f"GET /sandbox/events HTTP/1.1\r\nHost: 127.0.0.1:{telegram.port}\r\n\r\n".encode()
+    )
+    wait_until(lambda: sandbox.subscriber_count() == 1, "the stream open")
+    text = "<" * 4000  # about 16 kB an event once escaped
+    with httpx.Client(base_url=telegram.base_url, timeout=10) as client:
+        sent = 0
+        while sandbox.subscriber_count() and sent < 2000:  # 32 MB would be far past the bound
+            bot_call(client, telegram, "sendMessage", chat_id=1001, text=text)
+            sent += 1
+    assert sandbox.subscriber_count() == 0, f"still subscribed after {sent} events"
+    slow.settimeout(10)
+    received = 0
+    try:
+        while chunk := slow.recv(65536):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    finally:
+        slow.close()
+    assert received < sent * 17_000  # not every event was kept for it
+
+
+def test_a_subscriber_whose_queue_fills_is_dropped(
+    standin: tuple[TelegramStandIn, Sandbox],
+) -> None:
+    """More events at once than a subscriber's queue holds (1000): its stream ends."""
+    telegram, sandbox = standin
+    events = Events(f"{telegram.base_url}/sandbox/events")
+    wait_until(lambda: sandbox.subscriber_count() == 1, "the stream open")
+    loop = telegram.loop
+    assert loop is not None
+    done = threading.Event()
+
+    def burst() -> None:  # on the stand-in's loop: no event is read in between
+        for number in range(1100):
+            sandbox.change_person({"person_id": 101, "first_name": f"Boris {number}"})
+        done.set()
+
+    loop.call_soon_threadsafe(burst)
+    assert done.wait(WAIT_S)
+    events.join(WAIT_S)
+    assert not events.is_alive()  # the stream ended
+    assert sandbox.subscriber_count() == 0
+    # The state is whole: the page reloads it on reconnecting.
+    with httpx.Client(base_url=telegram.base_url, timeout=10) as client:
+        people = client.get("/sandbox/state").json()["people"]
+    assert people[1]["first_name"] == "Boris 1099"
+
+
+def test_a_counters_file_that_cannot_be_written_costs_no_answer(
+    tmp_path: Path, receiver: Receiver, web: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk or a read-only data directory: each Bot API call is answered once and
+    kept, each person's message delivered; one warning says the counters are not saved."""
+    counters = tmp_path / "data" / "counters.json"
+    (tmp_path / "data" / "counters.json.tmp").mkdir(parents=True)  # the write fails
+    telegram = TelegramStandIn()
+    sandbox = Sandbox(telegram, 1, web_dir=web, counters=counters)
+    with telegram, httpx.Client(base_url=telegram.base_url, timeout=10) as client:
+        sandbox.deliver_to(receiver.url, SECRET)
+        for number in range(3):
+            bot_call(client, telegram, "sendMessage", chat_id=1001, text=f"hello {number}")
+            sent = client.post("/sandbox/send", json={"person_id": 1001, "text": f"hi {number}"})
+            assert sent.status_code == 200, sent.text
+        wait_until(lambda: len(receiver.received) == 3, "three updates delivered")
+        assert len(sandbox.chat(1001)) == 6
+        assert [call.method for call in telegram.calls()].count("sendMessage") == 3
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "counters" in r.message]
+    assert len(warnings) == 1, caplog.text
+    assert not counters.exists()
+
+
+def test_updates_have_telegrams_shapes(
+    api: httpx.Client, receiver: Receiver, standin: tuple[TelegramStandIn, Sandbox]
+) -> None:
+    """A replied-to message carries no reply of its own; the bot's messages in updates are in
+    the person's whole private chat; a bot_command entity only for a real command."""
+    telegram = standin[0]
+    first = api.post("/sandbox/send", json={"person_id": 1001, "text": "one"}).json()["message"]
+    second = api.post(
+        "/sandbox/send", json={"person_id": 1001, "text": "two", "reply_to": first["message_id"]}
+    ).json()["message"]
+    api.post(
+        "/sandbox/send", json={"person_id": 1001, "text": "three", "reply_to": second["message_id"]}
+    )
+    card = bot_call(api, telegram, "sendMessage", chat_id=1001, text="card", reply_markup=CARD)
+    api.post(
+        "/sandbox/send", json={"person_id": 1001, "text": "four", "reply_to": card["message_id"]}
+    )
+    pressed = api.post(
+        "/sandbox/press",
+        json={"person_id": 1001, "message_id": card["message_id"], "callback_data": "approve:7"},
+    )
+    assert pressed.status_code == 200, pressed.text
+    updates = wait_until(lambda: len(receiver.received) == 5 and receiver.updates(), "5 updates")
+    anna = {"id": 1001, "type": "private", "first_name": "Anna", "username": "anna"}
+    second_update = updates[1]["message"]
+    assert second_update["reply_to_message"]["text"] == "one"
+    third = updates[2]["message"]["reply_to_message"]
+    assert third["text"] == "two" and "reply_to_message" not in third
+    to_card = updates[3]["message"]["reply_to_message"]
+    assert to_card["chat"] == anna and to_card["from"] == telegram.bot_user()
+    assert updates[4]["callback_query"]["message"]["chat"] == anna
+    assert updates[4]["callback_query"]["message"]["reply_markup"] == CARD
+
+    texts = {
+        "/": None,
+        "/ hi": None,
+        "hello /start": None,
+        "/request plot 12": 8,
+        "/start@SOSenkiBot now": 17,
+        "/status": 7,
+        "/a_b_9\nmore": 6,
+        "/st-art": 3,
+    }
+    for text in texts:
+        api.post("/sandbox/send", json={"person_id": 101, "text": text})
+    delivered = wait_until(
+        lambda: len(receiver.received) == 5 + len(texts) and receiver.updates(), "all"
+    )
+    for (text, length), update in zip(texts.items(), delivered[5:], strict=True):
+        entities = update["message"].get("entities")
+        expected = (
+            None if length is None else [{"type": "bot_command", "offset": 0, "length": length}]
+        )
+        assert entities == expected, text
+
+
+# ------------------------------------------------------------------ the bot's process group
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of the group ``pgid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, group = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def the_bot(sandbox: subprocess.Popen[str]) -> tuple[int, int, dict[str, str]]:
+    """The bot the sandbox started: its pid (= its group), its port and its environment."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == sandbox.pid and b"serve" in argv:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            env = dict(item.decode().partition("=")[::2] for item in environ if item)
+            return int(entry.name), int(argv[argv.index(b"--port") + 1]), env
+    raise AssertionError("the sandbox has no bot")
+
+
+def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` again (as Sanic does: past TIME_WAITs)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+            probe.listen()
+        except OSError:
+            return False
+        return True
+
+
+def kill_group(pgid: int) -> None:
+    """Leave no process behind, even when the test failed (0: no bot was found)."""
+    if pgid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def wait_gone(pgid: int, port: int) -> None:
+    wait_until(lambda: not group_members(pgid), f"the bot's group {pgid} gone")
+    wait_until(lambda: port_free(port), f"the bot's port {port} free")
+
+
+def test_a_killed_sandbox_takes_its_bot_along(tmp_path: Path) -> None:
+    """SIGKILL leaves the sandbox no say: the kernel's parent-death signal stops the bot, and
+    the bot stops its Sanic worker (which would keep the port and the database)."""
+    port = free_port()
+    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    pgid = 0
+    try:
+        pgid, bot_port, _ = the_bot(process)
+        assert len(group_members(pgid)) >= 2  # Sanic's main process and its worker
+        process.kill()
+        process.wait(10)
+        wait_gone(pgid, bot_port)
+    finally:
+        stop_sandbox(process)
+        kill_group(pgid)
+
+
+def test_a_bot_killed_alone_ends_the_sandbox_and_its_worker(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    pgid = 0
+    try:
+        pgid, bot_port, _ = the_bot(process)
+        os.kill(pgid, signal.SIGKILL)  # the main process only: its worker is orphaned
+        assert process.wait(60) == 1
+        assert process.stderr is not None
+        assert "error: the bot exited on its own" in process.stderr.read()
+        wait_gone(pgid, bot_port)
+    finally:
+        stop_sandbox(process)
+        kill_group(pgid)
+
+
+def test_ctrl_c_stops_the_sandbox_and_its_bot(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
+    pgid = 0
+    try:
+        pgid, bot_port, _ = the_bot(process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+        assert process.stdout is not None
+        assert "stopping the bot…" in process.stdout.read()
+        wait_gone(pgid, bot_port)
+    finally:
+        stop_sandbox(process)
+        kill_group(pgid)
+
+
+def test_a_second_ctrl_c_kills_a_bot_that_hangs_and_no_secret_is_printed(tmp_path: Path) -> None:
+    """The bot is frozen (SIGSTOP: it cannot act on SIGTERM): the first Ctrl-C says it stops
+    the bot and waits, the second kills its group at once. Neither the run's token nor its
+    webhook secret is in what the sandbox printed or in the bot's log."""
+    data = tmp_path / "data"
+    port = free_port()
+    process = start_sandbox(port, data, tmp_path, dict(os.environ))
+    assert process.stdout is not None and process.stderr is not None
+    pgid = 0
+    try:
+        pgid, bot_port, env = the_bot(process)
+        token, secret = env["TELEGRAM_BOT_TOKEN"], env["WEBHOOK_SECRET"]
+        assert len(token) > 20 and len(secret) > 20
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            sent = api.post("/sandbox/send", json={"person_id": 1001, "text": "/request plot 3"})
+            assert sent.status_code == 200, sent.text
+            wait_until(
+                lambda: len(api.get("/sandbox/state").json()["chats"]["1001"]) == 2, "the answer"
+            )
+        os.killpg(pgid, signal.SIGSTOP)
+        process.send_signal(signal.SIGINT)
+        while (line := process.stdout.readline()) and "stopping the bot" not in line:
+            pass
+        assert line.strip() == "stopping the bot…"
+        assert group_members(pgid)  # frozen, still there: the sandbox waits for it
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0  # far less than STOP_WAIT_S
+        wait_gone(pgid, bot_port)
+        printed = process.stdout.read() + process.stderr.read()
+    finally:
+        stop_sandbox(process)
+        kill_group(pgid)
+    log = (data / "bot.log").read_text()
+    assert log.strip()  # the bot did log its work
+    for where, text in (("the sandbox's output", printed), ("bot.log", log)):
+        assert token not in text and token.split(":", 1)[1] not in text, where
+        assert secret not in text, where
+        assert not re.search(r"\d+:[A-Za-z0-9_-]{20,}", text), where

@@ -32,6 +32,7 @@ import asyncio
 import html
 import itertools
 import json
+import logging
 import re
 import secrets
 import threading
@@ -45,7 +46,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sosekni.standin.botapi import MESSAGE_MAX, TelegramStandIn
-from sosekni.standin.server import Answer, Response, Stream
+from sosekni.standin.server import Answer, Response, Stream, current_request
+
+log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 CLIENT_ID = 1001
@@ -57,6 +60,12 @@ DELIVERY_TIMEOUT_S = 30.0
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 _TAG = re.compile(r"<[^<>]*>")
+# What Telegram marks as a bot_command at the start of a message: "/" and 1-32 of these
+# characters, maybe "@botname"; not "/", not "/ hi".
+_COMMAND = re.compile(r"/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
+# Events a subscriber may have waiting: past it the page is behind for good, its stream is
+# closed (it reconnects and reloads the state) rather than the queue growing without end.
+SUBSCRIBER_QUEUE_MAX = 1000
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/sandbox/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -70,6 +79,14 @@ PLACEHOLDER = b"""<!doctype html>
 <code>POST /sandbox/press</code>, <code>POST /sandbox/person</code>,
 <code>GET /sandbox/events</code>.</p></body></html>
 """
+
+
+class _Subscriber:
+    """One open ``/sandbox/events``: its bounded queue, and whether it fell behind."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(SUBSCRIBER_QUEUE_MAX)
+        self.overflowed = False
 
 
 class BadInput(Exception):
@@ -172,6 +189,12 @@ def _bad(error: str, status: int = 400) -> Answer:
     return status, _json({"ok": False, "error": error})
 
 
+def _not_allowed(allow: str) -> Answer:
+    return Response(
+        405, _json({"ok": False, "error": "method not allowed"}), headers=(("Allow", allow),)
+    )
+
+
 def _int(body: dict[str, Any], name: str) -> int:
     value = body.get(name)
     if not isinstance(value, int) or isinstance(value, bool):
@@ -210,7 +233,7 @@ class Sandbox:
         self._presses: dict[str, int] = {}  # callback query id -> the person who pressed
         self._press_ids = itertools.count(1)
         self._event_ids = itertools.count(1)
-        self._subscribers: set[asyncio.Queue[bytes]] = set()
+        self._subscribers: set[_Subscriber] = set()
         self._pending: deque[dict[str, Any]] = deque()  # updates not yet delivered, in order
         self._target: tuple[str, str] | None = None  # webhook URL, secret
         self._delivering = False
@@ -220,6 +243,7 @@ class Sandbox:
         self.attempts: deque[dict[str, Any]] = deque(maxlen=1000)
         self._run = secrets.token_hex(4)  # callback query ids differ from an earlier run's
         self._counters = counters
+        self._save_warned = False
         if counters is not None:
             self._load_counters(counters)
         standin.attach(self)
@@ -247,8 +271,19 @@ class Sandbox:
         }
         with self._lock:
             partial = path.with_name(path.name + ".tmp")
-            partial.write_text(json.dumps(saved), encoding="utf-8")
-            partial.replace(path)
+            try:
+                partial.write_text(json.dumps(saved), encoding="utf-8")
+                partial.replace(path)
+            except OSError as error:
+                # A full disk or a read-only directory costs the next run its ids, not this
+                # run its answers (the Bot API call that got here is already recorded).
+                if not self._save_warned:
+                    self._save_warned = True
+                    log.warning(
+                        "cannot save the sandbox's counters to %s (%s); going on without",
+                        path,
+                        error.strerror or type(error).__name__,
+                    )
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -271,6 +306,11 @@ class Sandbox:
         with self._lock:
             return [dict(kept.public) for kept in self._chats.get(person_id, [])]
 
+    def subscriber_count(self) -> int:
+        """How many ``/sandbox/events`` streams are open (a lagging one is dropped)."""
+        with self._lock:
+            return len(self._subscribers)
+
     def pending_count(self) -> int:
         with self._lock:
             return len(self._pending)
@@ -279,7 +319,17 @@ class Sandbox:
 
     def observe(self, method: str, params: dict[str, Any], result: Any) -> None:
         """Keep the bot's messages and edits to the people's chats; a callback answer with a
-        text becomes a toast for the person who pressed."""
+        text becomes a toast for the person who pressed.
+
+        Never raises: the stand-in calls it on its way to answering a Bot API call it has
+        already recorded, and a bot that got no answer would send again (a double).
+        """
+        try:
+            self._observe(method, params, result)
+        except Exception:
+            log.exception("the sandbox could not keep the bot's %s", method)
+
+    def _observe(self, method: str, params: dict[str, Any], result: Any) -> None:
         if method == "sendMessage" and isinstance(result, dict):
             self._bot_sent(params, result)
         elif method in ("editMessageText", "editMessageReplyMarkup") and isinstance(result, dict):
@@ -343,21 +393,30 @@ class Sandbox:
 
     # ---- the page's API (on the stand-in's loop) -------------------------------------------
 
-    def handle(self, http_method: str, path: str, query: str, body: bytes) -> Answer:
-        """Answer one request for ``/`` or ``/sandbox/...``."""
+    def handle(
+        self, http_method: str, path: str, query: str, body: bytes, content_type: str | None = None
+    ) -> Answer:
+        """Answer one request for ``/`` or ``/sandbox/...`` (its Host and, unless given, its
+        Content-Type from :func:`current_request`)."""
+        if content_type is None:
+            content_type = current_request().content_type
         if self._pending and not self._delivering:  # the stand-in was stopped and started
             self._wake()
+        if not self._host_allowed(current_request().host):
+            # DNS rebinding: a web site whose name now points at 127.0.0.1 reaches this port
+            # from the operator's browser, but with its own name in Host.
+            return _bad("this sandbox answers to 127.0.0.1 and localhost only", 421)
         if path in _STATIC:
             if http_method not in ("GET", "HEAD"):
-                return _bad("method not allowed", 405)
+                return _not_allowed("GET, HEAD")
             return self._static(path)
         if path == "/sandbox/events":
             if http_method != "GET":
-                return _bad("method not allowed", 405)
+                return _not_allowed("GET")
             return Stream(self._events())
         if path == "/sandbox/state":
-            if http_method != "GET":
-                return _bad("method not allowed", 405)
+            if http_method not in ("GET", "HEAD"):
+                return _not_allowed("GET, HEAD")
             return 200, _json(self.state())
         actions = {
             "/sandbox/send": self.send,
@@ -368,7 +427,11 @@ class Sandbox:
         if action is None:
             return _bad("not found", 404)
         if http_method != "POST":
-            return _bad("method not allowed", 405)
+            return _not_allowed("POST")
+        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+            # A form of another site can POST text/plain here without asking; JSON needs a
+            # CORS preflight, which this server never grants.
+            return _bad("the body must be sent as Content-Type: application/json", 415)
         try:
             try:
                 request = json.loads(body.decode("utf-8")) if body else None
@@ -379,6 +442,10 @@ class Sandbox:
             return 200, _json({"ok": True, **action(request)})
         except BadInput as error:
             return _bad(str(error))
+
+    def _host_allowed(self, host: str) -> bool:
+        port = self._standin.port
+        return host.lower() in (f"127.0.0.1:{port}", f"localhost:{port}")
 
     def _static(self, path: str) -> Answer:
         name, content_type = _STATIC[path]
@@ -441,12 +508,15 @@ class Sandbox:
                 "date": now,
                 "text": text,
             }
-            if text.startswith("/"):
-                command = text.split(maxsplit=1)[0]
-                length = len(command.encode("utf-16-le")) // 2
+            command_match = _COMMAND.match(text)
+            if command_match is not None:
+                length = len(command_match.group(0))  # ASCII: UTF-16 units = characters
                 telegram["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
             if replied is not None:
-                telegram["reply_to_message"] = dict(replied.telegram)
+                # As Telegram sends it: one level (no reply_to_message of its own).
+                shown_replied = self._as_delivered(replied, person)
+                shown_replied.pop("reply_to_message", None)
+                telegram["reply_to_message"] = shown_replied
             public = {
                 "message_id": message_id,
                 "chat_id": person.id,
@@ -490,13 +560,26 @@ class Sandbox:
                     "callback_query": {
                         "id": query_id,
                         "from": person.user(),
-                        "message": dict(kept.telegram),
+                        "message": self._as_delivered(kept, person),
                         "chat_instance": str(zlib.crc32(f"sandbox:{person.id}".encode())),
                         "data": data,
                     }
                 }
             )
         return {"update_id": update_id}
+
+    @staticmethod
+    def _as_delivered(kept: _Kept, person: Person) -> dict[str, Any]:
+        """A kept message as an Update carries it: in the person's private chat as it is now
+        (the stand-in's own record of the bot's message knows only the chat's id and type),
+        and a message it replies to without that one's own reply."""
+        message = {**kept.telegram, "chat": person.chat()}
+        inner = message.get("reply_to_message")
+        if isinstance(inner, dict):
+            message["reply_to_message"] = {
+                key: value for key, value in inner.items() if key != "reply_to_message"
+            }
+        return message
 
     def change_person(self, request: dict[str, Any]) -> dict[str, Any]:
         """``POST /sandbox/person``: another name, username or language (all checked first)."""
@@ -545,8 +628,15 @@ class Sandbox:
             return
 
         def put() -> None:
-            for queue in subscribers:
-                queue.put_nowait(chunk)
+            for subscriber in subscribers:
+                if subscriber.overflowed:
+                    continue
+                try:
+                    subscriber.queue.put_nowait(chunk)
+                except asyncio.QueueFull:
+                    subscriber.overflowed = True  # its stream ends; the page reconnects
+                    with self._lock:
+                        self._subscribers.discard(subscriber)
 
         if _running_loop() is loop:
             put()
@@ -557,20 +647,22 @@ class Sandbox:
                 pass
 
     async def _events(self) -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        subscriber = _Subscriber()
         with self._lock:
-            self._subscribers.add(queue)
+            self._subscribers.add(subscriber)
         try:
             yield b"retry: 2000\n: connected\n\n"
-            while True:
+            while not subscriber.overflowed:
                 try:
-                    chunk = await asyncio.wait_for(queue.get(), PING_S)
+                    chunk = await asyncio.wait_for(subscriber.queue.get(), PING_S)
                 except TimeoutError:
                     chunk = b": ping\n\n"
+                if subscriber.overflowed:
+                    break
                 yield chunk
         finally:
             with self._lock:
-                self._subscribers.discard(queue)
+                self._subscribers.discard(subscriber)
 
     # ---- webhook delivery ------------------------------------------------------------------
 

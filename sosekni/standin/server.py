@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # more header lines, e.g. a 405's Allow
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,31 @@ Answer = tuple[int, bytes] | Response | Stream
 # What the application makes of a request (HTTP method, path, query, content type, body): an
 # answer now, or an awaitable one (injected delays, long polls).
 Handler = Callable[[str, str, str, str, bytes], "Answer | Awaitable[Answer | None]"]
+# A stream whose client reads slower than it is written is cut past this many unsent bytes:
+# the client reconnects and reloads (the sandbox's page does), the stand-in's memory stays
+# bounded.
+STREAM_BUFFER_MAX = 1 << 20
+
+
+@dataclass(frozen=True)
+class Request:
+    """The headers of the request being answered that the handler's arguments leave out (the
+    sandbox's page API checks them); see :func:`current_request`."""
+
+    host: str = ""
+    content_type: str = ""
+
+
+_NO_REQUEST = Request()
+_current: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "standin_request", default=None
+)
+
+
+def current_request() -> Request:
+    """The request the handler is answering now (call it from the handler itself, before any
+    ``await``): the Handler signature stays the Bot API's fast five arguments."""
+    return _current.get() or _NO_REQUEST
 
 
 def _reason(status: int) -> str:
@@ -65,7 +92,7 @@ class _Connection(asyncio.Protocol):
         self.core = core
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.queue: deque[tuple[str, bytes, str, bytes, bool]] = deque()
+        self.queue: deque[tuple[str, bytes, str, str, bytes, bool]] = deque()
         self.busy = False
         self.streaming: asyncio.Task[None] | None = None
         self._reset()
@@ -74,6 +101,7 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.content_type = ""
+        self.host = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -102,8 +130,11 @@ class _Connection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"content-type":
+        lowered = name.lower()
+        if lowered == b"content-type":
             self.content_type = value.decode("latin-1")
+        elif lowered == b"host":
+            self.host = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -112,26 +143,31 @@ class _Connection(asyncio.Protocol):
         method = self.parser.get_method().decode("latin-1")
         body = b"".join(self.body)
         self.queue.append(
-            (method, self.url, self.content_type, body, self.parser.should_keep_alive())
+            (method, self.url, self.content_type, self.host, body, self.parser.should_keep_alive())
         )
         self._reset()
         self._drain()
 
     def _drain(self) -> None:
         while self.queue and not self.busy:
-            method, url, content_type, body, keep = self.queue.popleft()
+            method, url, content_type, host, body, keep = self.queue.popleft()
             path, _, query = url.decode("latin-1").partition("?")
-            answer = self.core.handler(method, path, query, content_type, body)
+            token = _current.set(Request(host=host, content_type=content_type))
+            try:
+                answer = self.core.handler(method, path, query, content_type, body)
+            finally:
+                _current.reset(token)
+            head = method == "HEAD"
             if isinstance(answer, tuple | Response):
-                self._write(answer, keep)
+                self._write(answer, keep, head)
             elif isinstance(answer, Stream):
                 self.busy = True
                 self.streaming = self.core.spawn(self._stream(answer))
             else:
                 self.busy = True
-                self.core.spawn(self._later(answer, keep))
+                self.core.spawn(self._later(answer, keep, head))
 
-    async def _later(self, pending: Awaitable[Answer | None], keep: bool) -> None:
+    async def _later(self, pending: Awaitable[Answer | None], keep: bool, head: bool) -> None:
         answer = await pending
         if answer is None:
             self.abort()
@@ -141,12 +177,14 @@ class _Connection(asyncio.Protocol):
             await self._stream(answer)
             return
         self.busy = False
-        self._write(answer, keep)
+        self._write(answer, keep, head)
         self._drain()
 
     async def _stream(self, stream: Stream) -> None:
-        """Write the stream's chunks until it ends, the client goes or the stand-in stops;
-        then close the connection (which ends the answer's body)."""
+        """Write the stream's chunks until it ends, the client goes, the stand-in stops or
+        the client lags more than STREAM_BUFFER_MAX bytes behind (write() never waits, so a
+        client that does not read would otherwise grow the buffer without end); then close
+        the connection (which ends the answer's body)."""
         transport = self.transport
         chunks = stream.chunks
         try:
@@ -165,6 +203,9 @@ class _Connection(asyncio.Protocol):
                 if transport.is_closing():
                     break
                 transport.write(chunk)
+                if transport.get_write_buffer_size() > STREAM_BUFFER_MAX:
+                    transport.abort()  # close() would still send the megabyte first
+                    break
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
@@ -173,21 +214,26 @@ class _Connection(asyncio.Protocol):
             if transport is not None:
                 transport.close()
 
-    def _write(self, answer: tuple[int, bytes] | Response, keep: bool) -> None:
+    def _write(self, answer: tuple[int, bytes] | Response, keep: bool, head_only: bool) -> None:
+        """Write one answer; to a HEAD request its head only, with the length of the GET's
+        body (a body there would be read as the start of the next answer)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        extra = ""
         if isinstance(answer, Response):
             status, payload, content_type = answer.status, answer.body, answer.content_type
+            extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
         else:
             (status, payload), content_type = answer, "application/json"
         head = (
             f"HTTP/1.1 {status} {_reason(status)}\r\n"
             f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\n"
+            f"{extra}"
             f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
         ).encode()
-        transport.write(head + payload)
+        transport.write(head if head_only else head + payload)
         if not keep:
             transport.close()
 
