@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
-import html
 import json
 import re
 import threading
