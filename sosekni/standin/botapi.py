@@ -438,9 +438,11 @@ class _HtmlParser:
                     f'Empty attribute name in the tag "{tag}" at byte offset '
                     f"{self.byte_offset(start)}"
                 )
+            name_end = self.at
             self.skip_space()
             if self.at < len(text) and text[self.at] != "=":
                 found[name] = ""  # an attribute without a value: <blockquote expandable>
+                self.at = name_end
                 continue
             if self.at >= len(text):
                 raise _HtmlError(f"Unclosed start tag at byte offset {self.byte_offset(begin)}")
