@@ -10,7 +10,7 @@ from typing import Any
 from sosekni.tables import PENDING
 from sosekni.texts import text
 
-MESSAGE_MAX = 4096  # characters Telegram accepts in one message, after its HTML is parsed
+MESSAGE_MAX = 4096  # UTF-16 units Telegram accepts in one message, after its HTML is parsed
 REASON_IN_CARD_MAX = 500
 REASON_IN_MESSAGE_MAX = 3000
 NAME_IN_DIGEST_MAX = 64
@@ -20,14 +20,28 @@ DIGEST_EXCERPTS = (200, 120, 60, 20, 0)
 _TAG = re.compile(r"<[^>]*>")
 
 
+def units(value: str) -> int:
+    """How long Telegram finds `value`: UTF-16 code units, so an emoji past U+FFFF counts 2
+    (its 4096 limit is in these units, not in characters)."""
+    return len(value.encode("utf-16-le", "surrogatepass")) // 2
+
+
 def clip(value: str, limit: int) -> str:
-    """`value` cut to at most `limit` characters, with an ellipsis when cut."""
-    return value if len(value) <= limit else value[: max(limit - 1, 0)] + "…"
+    """`value` cut to at most `limit` UTF-16 units (Telegram's measure), with an ellipsis when
+    cut; never inside a character."""
+    if units(value) <= limit:
+        return value
+    room, kept = max(limit - 1, 0), 0  # the ellipsis is one unit
+    for count, char in enumerate(value):
+        kept += 2 if ord(char) > 0xFFFF else 1
+        if kept > room:
+            return value[:count] + "…"
+    return value  # not reached: the whole is longer than limit
 
 
 def visible_length(html_text: str) -> int:
-    """How many characters Telegram counts in an HTML message."""
-    return len(html.unescape(_TAG.sub("", html_text)))
+    """How long Telegram finds an HTML message once parsed: UTF-16 units of its text."""
+    return units(html.unescape(_TAG.sub("", html_text)))
 
 
 def when(moment: datetime | None) -> str:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from sosekni.handlers.admin import parse_reply
-from sosekni.render import MESSAGE_MAX, digest_keyboard, digest_text, visible_length
+from sosekni.render import (
+    MESSAGE_MAX,
+    REASON_IN_MESSAGE_MAX,
+    admin_card,
+    clip,
+    digest_keyboard,
+    digest_text,
+    outcome_card,
+    visible_length,
+)
 from sosekni.standin import check_text
+from sosekni.texts import text
 
 NOW = datetime(2026, 11, 29, 15, 31, tzinfo=UTC)
 
@@ -127,3 +138,43 @@ def test_a_decision_that_never_reached_a_person_who_asked_to_join_is_said(langua
     note = {"en": "could not be told", "ru": "сообщить человеку не удалось"}[language]
     assert message.count(note) == 1
     assert message.index(note) > message.index("#13")
+
+
+# The longest text real Telegram delivers in emoji past U+FFFF: 2048 of them are its 4096 UTF-16
+# units. Telegram measures every message the bot sends in the same units, so a card that
+# counted characters (2048) would leave the whole text in and be refused as too long.
+EMOJI_TEXT = "😀" * 2048
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_cards_digests_and_replies_of_emoji_texts_fit_telegrams_utf16_limit(
+    language: str,
+) -> None:
+    pending = request(7, text=EMOJI_TEXT, client_first_name="🙂" * 64)
+    decided = dict(
+        pending, status="rejected", admin_name="🦊" * 100, responded_at=NOW, reason=EMOJI_TEXT
+    )
+    messages = {
+        "card": admin_card(pending, language),
+        "reminder": admin_card(pending, language, reminder=True),
+        "outcome": outcome_card(decided, language),
+        "digest": digest_text([request(n, text=EMOJI_TEXT) for n in range(10)], language),
+        "client's rejection": text(
+            language,
+            "rejected_reason",
+            id=7,
+            reason=html.escape(clip(EMOJI_TEXT, REASON_IN_MESSAGE_MAX)),
+        ),
+    }
+    for name, message in messages.items():
+        assert visible_length(message) <= MESSAGE_MAX, name
+        check_text(message, "HTML")  # the stand-in's count: UTF-16 units of the parsed text
+    assert "😀" * 1000 in messages["card"]  # shortened to fit, not emptied
+
+
+def test_clip_counts_utf16_units_and_never_cuts_inside_a_character() -> None:
+    assert clip("😀" * 3, 6) == "😀" * 3
+    assert clip("😀" * 3, 5) == "😀😀…"
+    assert clip("😀" * 3, 4) == "😀…"
+    assert clip("ab😀", 3) == "ab…"
+    assert visible_length("<b>😀&amp;</b>") == 3

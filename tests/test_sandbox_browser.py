@@ -27,8 +27,13 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -402,3 +407,143 @@ def test_a_russian_client_is_rejected_by_a_reply_with_a_reason(
         page.wait_message("отклонён", "not a resident")
         page.shot("client-rejected")
         assert page.errors() == []
+
+
+# ---- the bot's HTML against the page's whitelist ---------------------------------------------
+# What a person types is escaped by the server, so the page's whitelist (web/app.js) only matters
+# for the bot's own HTML. Each of these passes the stand-in's check, as Telegram's parser would
+# let it pass (Telegram ignores attributes it does not use and drops links it cannot open), yet
+# means harm to a page that copied it as it is. Each sets window.pwned where it would run.
+HOSTILE_BOT_HTML = (
+    '<a href="javascript:window.pwned=1">js link</a>',
+    '<a href="data:text/html,&lt;script&gt;window.pwned=2&lt;/script&gt;">data link</a>',
+    '<a href=" JaVaScRiPt:window.pwned=3">mixed case</a>',
+    '<a href="java&#x09;script:window.pwned=4">tab inside</a>',
+    '<a href="vbscript:window.pwned=5">vbscript</a>',
+    '<a href="https://example.org/" onclick="window.pwned=6" style="color:red">http link</a>',
+    '<a href="tg://user?id=1&quot; onclick=&quot;window.pwned=7">tg link</a>',
+    '<b onclick="window.pwned=8" onmouseover="window.pwned=8" style="position:fixed">bold</b>',
+    '<pre><code class="language-x" onmouseover="window.pwned=9">code</code></pre>',
+    '<code class="language-x&quot; onmouseover=&quot;window.pwned=10">quoted class</code>',
+    '<span class="tg-spoiler" onclick="window.pwned=11">spoiler</span>',
+    '<tg-emoji emoji-id="5368324170671202286" onmouseover="window.pwned=12">emoji</tg-emoji>',
+    '<blockquote expandable onmouseenter="window.pwned=13">quote</blockquote>',
+    "<i>&lt;img src=x onerror=window.pwned=14&gt;</i>",
+    "<b>&lt;script&gt;window.pwned=15&lt;/script&gt;</b>",
+)
+HOSTILE_BUTTONS = {
+    "inline_keyboard": [
+        [
+            {"text": "js button", "url": "javascript:window.pwned=16"},
+            {"text": "data button", "url": "data:text/html,<script>window.pwned=17</script>"},
+        ]
+    ]
+}
+
+
+class InProcessSandbox:
+    """The stand-in with its sandbox page in this process, no bot: the test is the bot, and
+    sends with the run's token what the bot could send."""
+
+    def __init__(self) -> None:
+        from sosekni.standin import TelegramStandIn
+        from sosekni.standin.sandbox import Sandbox as People
+
+        self.standin = TelegramStandIn(port=free_port(), username="SOSenkiSandboxBot")
+        self.people = People(self.standin, 2)
+        self.standin.start()
+        self.log_path = Path("/dev/null")
+
+    @property
+    def url(self) -> str:
+        return self.standin.base_url
+
+    def ready(self) -> bool:
+        return True
+
+    def log(self) -> str:
+        return ""
+
+    def bot_log(self) -> str:
+        return ""
+
+    def bot_call(self, method: str, **params: Any) -> dict[str, Any]:
+        """A Bot API call as the bot makes it: JSON, with the run's token."""
+        request = urllib.request.Request(
+            f"{self.standin.base_url}/bot{self.standin.token}/{method}",
+            data=json.dumps(params).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return json.loads(error.read())
+
+
+def test_the_page_renders_the_bots_hostile_html_inertly(browser: WebDriver, tmp_path: Path) -> None:
+    server = InProcessSandbox()
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    browser.get("about:blank")
+    browser.get_log("browser")
+    page = Page(browser, server, shots)  # type: ignore[arg-type]
+    try:
+        with evidence(page, server, tmp_path):  # type: ignore[arg-type]
+            for text in HOSTILE_BOT_HTML:
+                sent = server.bot_call("sendMessage", chat_id=CLIENT, text=text, parse_mode="HTML")
+                assert sent["ok"], (text, sent)  # Telegram would take it: so must the page
+            sent = server.bot_call(
+                "sendMessage", chat_id=CLIENT, text="buttons", reply_markup=HOSTILE_BUTTONS
+            )
+            assert sent["ok"], sent
+            page.open()
+            page.select(CLIENT)
+            expected = len(HOSTILE_BOT_HTML) + 1
+            page.until(f"{expected} bot messages", lambda _: len(page.messages(True)) == expected)
+            page.wait_message("http link")
+            page.shot("hostile-html")
+
+            # Every element the bot's messages became: hovered and clicked where harmless (a
+            # link would open a tab), then searched for anything that could run.
+            texts = page.css("#messages .message .text *")
+            assert texts, "the bot's messages rendered no elements at all"
+            actions = ActionChains(page.driver)
+            for element in texts:
+                actions.move_to_element(element)
+            actions.perform()
+            for element in texts:
+                if element.tag_name.lower() != "a":
+                    element.click()
+            found = page.driver.execute_script(
+                """
+                const inMessages = [...document.querySelectorAll("#messages *")];
+                const handlers = inMessages.flatMap((e) =>
+                  [...e.attributes].filter((a) => /^on/i.test(a.name))
+                    .map((a) => e.tagName + " " + a.name));
+                const styled = [...document.querySelectorAll("#messages .text [style]")]
+                  .map((e) => e.outerHTML);
+                const hrefs = [...document.querySelectorAll("#messages [href]")]
+                  .map((e) => e.getAttribute("href"))
+                  .filter((h) => !/^(https?:|tg:)/i.test(h));
+                const scripts = document.querySelectorAll("#messages script, #messages iframe,"
+                  + " #messages img, #messages object, #messages embed").length;
+                return {handlers, styled, hrefs, scripts, pwned: window.pwned ?? null};
+                """
+            )
+            assert found == {
+                "handlers": [],
+                "styled": [],
+                "hrefs": [],
+                "scripts": 0,
+                "pwned": None,
+            }, found
+            with pytest.raises(NoAlertPresentException):
+                page.driver.switch_to.alert.text  # noqa: B018
+            # The texts stay, as text: nothing of the message is lost, only what could run.
+            shown = " ".join(page.text_of(m) for m in page.messages(True))
+            for words in ("js link", "tab inside", "quoted class", "window.pwned=14"):
+                assert words in shown, shown
+            assert page.errors() == []
+    finally:
+        server.standin.stop()

@@ -31,7 +31,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from sosekni.standin import NOT_MODIFIED, FakeTelegram
+from sosekni.standin import NOT_MODIFIED, FakeTelegram, check_text, parse_html
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = 1001
@@ -894,3 +894,133 @@ async def test_core_answers_other_content_types_and_streams_until_the_client_goe
     assert await asyncio.wait_for(reader.read(), 5) == b""  # the stop ended the open stream
     writer.close()
     assert closed == ["/stream-1", "/stream-2"]
+
+
+# ---- Telegram's HTML parse mode ---------------------------------------------------------------
+# (text, what Telegram shows): each accepted as Telegram's parser accepts it.
+HTML_ACCEPTED = [
+    ("plain", "plain"),
+    ("<b>b</b><strong>s</strong><i>i</i><em>e</em><u>u</u><ins>n</ins>", "bsieun"),
+    ("<s>s</s><strike>k</strike><del>d</del><code>c</code><pre>p</pre>", "skdcp"),
+    ("<B>upper</b>", "upper"),
+    ("<b >spaces</b >", "spaces"),
+    ("<b><i><u>nested</u></i></b>", "nested"),
+    ('<a href="https://example.org/?a=1&amp;b=2">link</a>', "link"),
+    ("<a href='tg://user?id=1'>single quotes</a>", "single quotes"),
+    ("<a href=https://example.org>unquoted</a>", "unquoted"),
+    ('<a href="https://x.org/?a=1&b=2">bare amp in a value</a>', "bare amp in a value"),
+    ('<pre><code class="language-python">x = 1</code></pre>', "x = 1"),
+    ('<span class="tg-spoiler">hidden</span><tg-spoiler>too</tg-spoiler>', "hiddentoo"),
+    ("<blockquote>q</blockquote><blockquote expandable>e</blockquote>", "qe"),
+    ('<blockquote expandable class="x">both</blockquote>', "both"),
+    ('<tg-emoji emoji-id="5368324170671202286">👍</tg-emoji>', "👍"),
+    ("&lt;&gt;&amp;&quot;", '<>&"'),
+    ("&#65;&#x42;&#X43;&#128077;", "ABC👍"),
+    (
+        '<b onclick="x()" style="color:red">unknown attributes are ignored</b>',
+        "unknown attributes are ignored",
+    ),
+    ('<a href="javascript:alert(1)">not a link Telegram opens</a>', "not a link Telegram opens"),
+    ("line\nbreaks\tand 'quotes\" stay", "line\nbreaks\tand 'quotes\" stay"),
+]
+
+# (text, the start of Telegram's reason after "Bad Request: can't parse entities: ").
+HTML_REFUSED = [
+    ("<b>open", 'Can\'t find end tag corresponding to start tag "b"'),
+    ("<b><i>x</i>", 'Can\'t find end tag corresponding to start tag "b"'),
+    ("<b><i>x</b></i>", 'Unmatched end tag at byte offset 7, expected "</i>", found "</b>"'),
+    ("</b>x", "Unexpected end tag at byte offset 0"),
+    ("<b>x</b></b>", "Unexpected end tag at byte offset 8"),
+    ("<b>x</i>", 'Unmatched end tag at byte offset 4, expected "</b>", found "</i>"'),
+    ("<span>x</span>", 'Tag "span" must have class "tg-spoiler"'),
+    ('<span class="other">x</span>', 'Tag "span" must have class "tg-spoiler"'),
+    ("<a>x</a>", 'Tag "a" must have a non-empty attribute "href"'),
+    ('<a href="">x</a>', 'Tag "a" must have a non-empty attribute "href"'),
+    ("<tg-emoji>x</tg-emoji>", "Custom emoji entity must contain a valid custom emoji identifier"),
+    ('<tg-emoji emoji-id="abc">x</tg-emoji>', "Custom emoji entity must contain"),
+    ("<x>", 'Unsupported start tag "x" at byte offset 0'),
+    ("ok <br>", 'Unsupported start tag "br" at byte offset 3'),
+    ("<script>x</script>", 'Unsupported start tag "script"'),
+    ("<!-- note -->", 'Unsupported start tag "" at byte offset 0'),
+    ("a < b", 'Unsupported start tag "" at byte offset 2'),
+    ("ends with <", "Unclosed start tag at byte offset 10"),
+    ("<b", "Unclosed start tag at byte offset 0"),
+    ('<a href="x>y</a>', "Unclosed start tag at byte offset 0"),
+    ("<b>x</b", "Unclosed end tag at byte offset 4"),
+    ('<b ="x">y</b>', 'Empty attribute name in the tag "b" at byte offset 3'),
+    ('<b"x">y</b>', 'Unexpected character in the tag "b" at byte offset 2'),
+    ("&foo;", 'Unsupported HTML entity or unescaped "&" at byte offset 0'),
+    ("&nbsp;", 'Unsupported HTML entity or unescaped "&"'),
+    ("Tom & Jerry", 'Unsupported HTML entity or unescaped "&" at byte offset 4'),
+    ("&amp", 'Unsupported HTML entity or unescaped "&" at byte offset 0'),
+    ("&#1114112;", 'Unsupported HTML entity or unescaped "&"'),
+    ("&#xD800;", 'Unsupported HTML entity or unescaped "&"'),
+    ("a > b", 'Unescaped ">" at byte offset 2'),
+    ("ж <x>", 'Unsupported start tag "x" at byte offset 3'),  # bytes, not characters
+]
+
+
+@pytest.mark.parametrize(("text", "shown"), HTML_ACCEPTED)
+def test_html_telegram_accepts(text: str, shown: str) -> None:
+    assert parse_html(text) == shown
+    check_text(text, "HTML")
+
+
+@pytest.mark.parametrize(("text", "reason"), HTML_REFUSED)
+def test_html_telegram_refuses(text: str, reason: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_html(text)
+    assert str(refused.value).startswith(reason), refused.value
+    check_text(text, None)  # the same text without parse_mode is plain text: nothing to parse
+
+
+async def test_html_refusals_are_telegrams_400(fake: FakeTelegram) -> None:
+    async with make_bot(fake) as bot:
+        for text, reason in HTML_REFUSED:
+            with pytest.raises(BadRequest) as refused:
+                await bot.send_message(USER, text, parse_mode="HTML")
+            # python-telegram-bot drops "Bad Request: " and capitalises what follows.
+            said = str(refused.value).lower()
+            assert said.startswith(f"can't parse entities: {reason}".lower()), text
+        sent = await bot.send_message(USER, "<b>x</b>", parse_mode="HTML")
+        assert sent.message_id == 1  # nothing refused became a message
+        with pytest.raises(BadRequest, match=r"(?i)can't parse entities: unmatched end tag"):
+            await bot.edit_message_text("<b><i>y</b></i>", USER, sent.message_id, parse_mode="HTML")
+    raw = httpx.post(
+        f"{fake.base_url}/bot{fake.token}/sendMessage",
+        data={"chat_id": str(USER), "text": "<b>open", "parse_mode": "HTML"},
+    )
+    assert raw.status_code == 400
+    assert raw.json() == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: can't parse entities: "
+        'Can\'t find end tag corresponding to start tag "b"',
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "parse_mode", "accepted"),
+    [
+        ("x" * 4096, None, True),
+        ("x" * 4097, None, False),
+        ("ж" * 4096, None, True),  # 8192 bytes of UTF-8, 4096 UTF-16 units
+        ("👍" * 2048, None, True),  # 2048 characters past U+FFFF: 4096 UTF-16 units
+        ("👍" * 2048 + "x", None, False),
+        ("👍" * 2049, "HTML", False),
+        ("<b>" + "x" * 4096 + "</b>", "HTML", True),  # tags do not count
+        ("&amp;" * 4096, "HTML", True),  # each entity is one character
+        ("&amp;" * 4097, "HTML", False),
+        ("&#128077;" * 2048, "HTML", True),
+        ("&#128077;" * 2048 + "x", "HTML", False),
+        ("<b>" + "x" * 4096 + "</b>", None, False),  # without parse_mode the tags are text
+    ],
+)
+def test_the_4096_limit_counts_utf16_units_of_the_parsed_text(
+    text: str, parse_mode: str | None, accepted: bool
+) -> None:
+    if accepted:
+        check_text(text, parse_mode)
+    else:
+        with pytest.raises(Exception, match="Bad Request: message is too long"):
+            check_text(text, parse_mode)

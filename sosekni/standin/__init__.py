@@ -21,7 +21,9 @@ from sosekni.standin.botapi import (
     bench_detail,
     canonical_method,
     check_text,
+    parse_html,
     parse_params,
+    utf16_length,
 )
 from sosekni.standin.server import run_fast
 
@@ -45,6 +47,8 @@ __all__ = [
     "bench_detail",
     "canonical_method",
     "check_text",
+    "parse_html",
     "parse_params",
     "run_fast",
+    "utf16_length",
 ]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
-import html
 import json
 import re
 import threading
@@ -289,32 +288,220 @@ def parse_params(query: str, content_type: str, body: bytes) -> dict[str, Any]:
     return {name: decode_param(name, value) for name, value in raw.items()}
 
 
-# What Telegram's HTML parse mode accepts: these tags, and &lt; &gt; &amp; &quot; or numeric
-# character references; any other `<` or `&` is an error ("can't parse entities").
+# What Telegram's HTML parse mode accepts (core.telegram.org/bots/api#html-style): these tags,
+# balanced and properly nested; &lt; &gt; &amp; &quot; and numeric character references; any
+# other `<`, `>` or `&` in the text is an error ("can't parse entities"). Attributes other than
+# the few each tag uses are ignored, as Telegram ignores them: whatever shows the bot's
+# messages (the sandbox's page) must not trust them.
 HTML_TAGS = frozenset(
     "b strong i em u ins s strike del span tg-spoiler a code pre blockquote tg-emoji".split()
 )
-_HTML_TOKEN = re.compile(
-    r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)(?:\s[^<>]*)?>|&(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);|[<>&]"
-)
+_NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+_ENTITY = re.compile(r"&(?:#([0-9]{1,8})|#[xX]([0-9a-fA-F]{1,7})|([a-zA-Z][a-zA-Z0-9]*));")
+_TAG_NAME = re.compile(r"[a-zA-Z0-9-]*")
+_ATTRIBUTE_NAME = re.compile(r"[a-zA-Z0-9_-]*")
+_SPACE = " \t\r\n\f"
 MESSAGE_MAX = 4096
 
 
+class _HtmlError(Exception):
+    """Telegram's reason for refusing a text, said after "can't parse entities: "."""
+
+
+def _entity_at(text: str, at: int) -> tuple[str, int] | None:
+    """The character of the entity at ``at`` and where it ends; None where Telegram knows no
+    entity (``&foo;``, a bare ``&``, a reference to no character)."""
+    found = _ENTITY.match(text, at)
+    if found is None:
+        return None
+    decimal, hexadecimal, name = found.groups()
+    if name is not None:
+        char = _NAMED_ENTITIES.get(name)
+        return (char, found.end()) if char is not None else None
+    code = int(decimal) if decimal is not None else int(hexadecimal, 16)
+    if code == 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        return None
+    return chr(code), found.end()
+
+
+def _attribute_value(raw: str) -> str:
+    """An attribute's value with its entities decoded (an unknown one stays as written)."""
+    out: list[str] = []
+    at = 0
+    while at < len(raw):
+        entity = _entity_at(raw, at) if raw[at] == "&" else None
+        if entity is None:
+            out.append(raw[at])
+            at += 1
+        else:
+            out.append(entity[0])
+            at = entity[1]
+    return "".join(out)
+
+
+class _HtmlParser:
+    """One pass over an HTML text as Telegram's parser makes it: a stack of open tags, the
+    visible text (tags dropped, entities decoded), an error at the first thing it refuses."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.at = 0
+        self.visible: list[str] = []
+        self.open: list[str] = []
+
+    def byte_offset(self, at: int) -> int:
+        """Telegram says where in UTF-8 bytes, not characters."""
+        return len(self.text[:at].encode("utf-8", "surrogatepass"))
+
+    def parse(self) -> str:
+        text = self.text
+        while self.at < len(text):
+            char = text[self.at]
+            if char == "<":
+                self.tag()
+            elif char == "&":
+                entity = _entity_at(text, self.at)
+                if entity is None:
+                    raise _HtmlError(
+                        f'Unsupported HTML entity or unescaped "&" at byte offset '
+                        f"{self.byte_offset(self.at)}"
+                    )
+                self.visible.append(entity[0])
+                self.at = entity[1]
+            elif char == ">":
+                raise _HtmlError(
+                    f'Unescaped ">" at byte offset {self.byte_offset(self.at)}; use "&gt;"'
+                )
+            else:
+                self.visible.append(char)
+                self.at += 1
+        if self.open:
+            raise _HtmlError(f'Can\'t find end tag corresponding to start tag "{self.open[-1]}"')
+        return "".join(self.visible)
+
+    def skip_space(self) -> None:
+        while self.at < len(self.text) and self.text[self.at] in _SPACE:
+            self.at += 1
+
+    def tag(self) -> None:
+        text, begin = self.text, self.at
+        if text.startswith("</", begin):
+            self.at = _TAG_NAME.match(text, begin + 2).end()  # type: ignore[union-attr]
+            name = text[begin + 2 : self.at].lower()
+            self.skip_space()
+            if self.at >= len(text) or text[self.at] != ">":
+                raise _HtmlError(f"Unclosed end tag at byte offset {self.byte_offset(begin)}")
+            self.at += 1
+            if not self.open:
+                raise _HtmlError(f"Unexpected end tag at byte offset {self.byte_offset(begin)}")
+            if name != self.open[-1]:
+                raise _HtmlError(
+                    f"Unmatched end tag at byte offset {self.byte_offset(begin)}, "
+                    f'expected "</{self.open[-1]}>", found "</{name}>"'
+                )
+            self.open.pop()
+            return
+        self.at = _TAG_NAME.match(text, begin + 1).end()  # type: ignore[union-attr]
+        name = text[begin + 1 : self.at].lower()
+        if self.at >= len(text):
+            raise _HtmlError(f"Unclosed start tag at byte offset {self.byte_offset(begin)}")
+        if name not in HTML_TAGS:
+            raise _HtmlError(
+                f'Unsupported start tag "{name}" at byte offset {self.byte_offset(begin)}'
+            )
+        attributes = self.attributes(name, begin)
+        self.check_attributes(name, attributes, begin)
+        self.open.append(name)
+
+    def attributes(self, tag: str, begin: int) -> dict[str, str]:
+        """The start tag's attributes, up to and past its ``>``."""
+        text = self.text
+        found: dict[str, str] = {}
+        while True:
+            before = self.at
+            self.skip_space()
+            if self.at >= len(text):
+                raise _HtmlError(f"Unclosed start tag at byte offset {self.byte_offset(begin)}")
+            if text[self.at] == ">":
+                self.at += 1
+                return found
+            if self.at == before:  # e.g. <b"x">: an attribute must follow a space
+                raise _HtmlError(
+                    f'Unexpected character in the tag "{tag}" at byte offset '
+                    f"{self.byte_offset(self.at)}"
+                )
+            start = self.at
+            self.at = _ATTRIBUTE_NAME.match(text, start).end()  # type: ignore[union-attr]
+            name = text[start : self.at].lower()
+            if not name:
+                raise _HtmlError(
+                    f'Empty attribute name in the tag "{tag}" at byte offset '
+                    f"{self.byte_offset(start)}"
+                )
+            name_end = self.at
+            self.skip_space()
+            if self.at < len(text) and text[self.at] != "=":
+                found[name] = ""  # an attribute without a value: <blockquote expandable>
+                self.at = name_end
+                continue
+            if self.at >= len(text):
+                raise _HtmlError(f"Unclosed start tag at byte offset {self.byte_offset(begin)}")
+            self.at += 1
+            self.skip_space()
+            if self.at >= len(text):
+                raise _HtmlError(f"Unclosed start tag at byte offset {self.byte_offset(begin)}")
+            quote = text[self.at]
+            if quote in "'\"":
+                end = text.find(quote, self.at + 1)
+                if end < 0:
+                    raise _HtmlError(f"Unclosed start tag at byte offset {self.byte_offset(begin)}")
+                raw, self.at = text[self.at + 1 : end], end + 1
+            else:
+                end = self.at
+                while end < len(text) and text[end] not in _SPACE + ">":
+                    end += 1
+                raw, self.at = text[self.at : end], end
+            found[name] = _attribute_value(raw)
+
+    def check_attributes(self, tag: str, attributes: dict[str, str], begin: int) -> None:
+        """What a tag must carry: a link its href, a span its spoiler class, an emoji its id."""
+        where = f"at byte offset {self.byte_offset(begin)}"
+        if tag == "span" and attributes.get("class") != "tg-spoiler":
+            raise _HtmlError(f'Tag "span" must have class "tg-spoiler" {where}')
+        if tag == "a" and not attributes.get("href"):
+            raise _HtmlError(f'Tag "a" must have a non-empty attribute "href" {where}')
+        if tag == "tg-emoji" and not attributes.get("emoji-id", "").isdigit():
+            raise _HtmlError(
+                f"Custom emoji entity must contain a valid custom emoji identifier {where}"
+            )
+
+
+def utf16_length(text: str) -> int:
+    """How Telegram measures a text: UTF-16 code units (a character past U+FFFF counts 2)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def parse_html(text: str) -> str:
+    """The text a message shows for ``text`` in Telegram's HTML parse mode (tags dropped,
+    entities decoded), or ValueError with Telegram's reason where Telegram would refuse it."""
+    try:
+        return _HtmlParser(text).parse()
+    except _HtmlError as error:
+        raise ValueError(str(error)) from None
+
+
 def check_text(text: Any, parse_mode: Any) -> None:
-    """Refuse what Telegram refuses: bad HTML in HTML mode, or more than 4096 characters."""
+    """Refuse what Telegram refuses: bad HTML in HTML mode (Telegram's own words after "can't
+    parse entities: "), or a text that shows more than 4096 UTF-16 code units once parsed."""
     if not isinstance(text, str):
         return
     visible = text
     if parse_mode == "HTML":
-        for token in _HTML_TOKEN.finditer(text):
-            if token.group(0) in "<>&" or (token.group(2) and token.group(2) not in HTML_TAGS):
-                raise _ApiError(
-                    400,
-                    "Bad Request: can't parse entities: unsupported start tag or unescaped "
-                    f"character at byte offset {token.start()}",
-                )
-        visible = html.unescape(re.sub(r"<[^<>]*>", "", text))
-    if len(visible) > MESSAGE_MAX:
+        try:
+            visible = _HtmlParser(text).parse()
+        except _HtmlError as error:
+            raise _ApiError(400, f"Bad Request: can't parse entities: {error}") from None
+    if utf16_length(visible) > MESSAGE_MAX:
         raise _ApiError(400, "Bad Request: message is too long")
 
 
