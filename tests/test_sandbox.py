@@ -362,6 +362,7 @@ def test_bad_inputs_are_refused_and_change_nothing(
         ("/sandbox/send", {"person_id": 999, "text": "hi"}),
         ("/sandbox/send", {"person_id": "1001", "text": "hi"}),
         ("/sandbox/send", {"person_id": 1001, "text": "x" * 4097}),
+        ("/sandbox/send", {"person_id": 1001, "text": "🙂" * 2049}),  # 4098 UTF-16 units
         ("/sandbox/send", {"person_id": 1001, "text": "hi", "reply_to": 12345}),
         ("/sandbox/send", {"person_id": 1001, "text": "hi", "reply_to": card["message_id"]}),
         ("/sandbox/press", {"person_id": 101, "message_id": card_id, "callback_data": "x"}),

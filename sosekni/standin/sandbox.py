@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sosekni.standin.botapi import MESSAGE_MAX, TelegramStandIn
+from sosekni.standin.botapi import MESSAGE_MAX, TelegramStandIn, utf16_length
 from sosekni.standin.server import Answer, Response, Stream, current_request
 
 log = logging.getLogger(__name__)
@@ -490,8 +490,8 @@ class Sandbox:
             person = self._person(request)
             if not isinstance(text, str) or not text.strip():
                 raise BadInput("text must be a non-empty string")
-            if len(text) > MESSAGE_MAX:
-                raise BadInput(f"text is longer than {MESSAGE_MAX} characters")
+            if utf16_length(text) > MESSAGE_MAX:  # Telegram counts UTF-16 units
+                raise BadInput(f"text is longer than {MESSAGE_MAX} characters (UTF-16 units)")
             replied = None
             if reply_to is not None:
                 if not isinstance(reply_to, int) or isinstance(reply_to, bool):
