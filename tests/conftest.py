@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from sosekni.standin import FakeTelegram
+from tests import skips
 from tests.fakes.postgres import create_database, drop_database, postgres_server
 from tests.harness import COLUMNS, SECRET, TEMPLATES, TOKEN, BotServer, Db, base_env
 
@@ -79,6 +80,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     waiting on the processes it starts (servers, pg_dump, uv, ansible), so a worker more
     than the CPUs keeps them busy: 335 s against 408 s for the suite on 2 CPUs."""
     return max(2, (os.cpu_count() or 1) * 3 // 2)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if skips.wanted() and not hasattr(config, "workerinput"):  # the controller sees every report
+        config.pluginmanager.register(skips.NoSkips(), "sosekni-no-skips")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
