@@ -15,6 +15,7 @@ def run(pytester: pytest.Pytester, source: str) -> pytest.RunResult:
     pytester.makepyfile(test_inner=source)
     return pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider", plugins=[NoSkips()])
 
+
 FILE = """
 import pytest
 
