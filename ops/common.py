@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -48,6 +51,19 @@ class OpsError(Exception):
     def __init__(self, message: str, secrets: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.secrets = secrets
+
+
+def ops_command() -> list[str]:
+    """How to run `sosekni-ops` of this Python environment as a child process."""
+    script = Path(sys.executable).with_name("sosekni-ops")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ops.cli"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def fail(message: str, settings: Settings | None = None) -> NoReturn:

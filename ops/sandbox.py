@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from ops.common import console, error_console, fail, plain
+from ops.common import console, error_console, fail, free_port, ops_command, plain
 
 # The bot's settings the sandbox gives the child itself: none may come from the operator's
 # environment (a production DATABASE_URL above all), nor from a `.env` file.
@@ -72,19 +72,6 @@ def bot_environment(
     return env
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _ops_command() -> list[str]:
-    script = Path(sys.executable).with_name("sosekni-ops")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "ops.cli"]
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as answer:
@@ -129,17 +116,19 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group ``pgid`` still runs (a zombie holds no port or file)."""
+def group_members(pgid: int) -> list[int]:
+    """The live processes of the group ``pgid`` (a zombie holds no port or file), from /proc;
+    where there is no /proc, ``[pgid]`` while the group can be signalled at all."""
     proc = Path("/proc")
     if not proc.is_dir():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
-            return False
+            return []
         except PermissionError:
-            return True
-        return True
+            pass
+        return [pgid]
+    found = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -147,10 +136,10 @@ def _group_alive(pgid: int) -> bool:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp ...
-        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
+        state, _ppid, group = stat[stat.rindex(")") + 2 :].split()[:3]  # after the name
+        if int(group) == pgid and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
@@ -171,7 +160,7 @@ def _stop_bot(bot: subprocess.Popen[bytes], wait_s: float = STOP_WAIT_S) -> None
     _kill_group(pgid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         bot.wait(max(0.0, deadline - time.monotonic()))
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
     _kill_group(pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -232,7 +221,7 @@ def sandbox(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     log_path = data / "bot.log"
     try:
-        bot_port = _free_port()
+        bot_port = free_port()
         admin_ids = ",".join(str(p.id) for p in people.people() if p.role == "admin")
         env = bot_environment(
             dict(os.environ),
@@ -242,7 +231,7 @@ def sandbox(
             api_base=standin.base_url,
             admins=admin_ids,
         )
-        argv = [*_ops_command(), "serve", "--host", "127.0.0.1", "--port", str(bot_port)]
+        argv = [*ops_command(), "serve", "--host", "127.0.0.1", "--port", str(bot_port)]
         console.print(plain(f"starting the bot (its log: {log_path})"), soft_wrap=True)
         with log_path.open("wb") as log:
             bot = subprocess.Popen(

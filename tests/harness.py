@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
+from ops.common import free_port, ops_command
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "123456:TEST-fake-token"
 SECRET = "test-webhook-secret_42"
@@ -37,18 +39,6 @@ _ids = itertools.count(int(time.time() * 1000) % 10**9 * 100)
 def next_id() -> int:
     """A fresh number for update ids and Telegram user ids, unique in this test run."""
     return next(_ids)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ops_command() -> list[str]:
-    """How to run `sosekni-ops` from the project's virtual environment."""
-    script = Path(sys.executable).with_name("sosekni-ops")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "ops.cli"]
 
 
 def base_env(database_url: str, api_base: str, **extra: str) -> dict[str, str]:

@@ -23,7 +23,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,6 +35,8 @@ from typing import TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
+
+from ops.common import free_port
 
 ENV_VAR = "TEST_DATABASE_URL"
 DOCKER_IMAGE = "postgres:16-alpine"
@@ -74,12 +75,6 @@ def find_bindir() -> Path | None:
     if candidates:
         return max(candidates, key=_version_key)
     return None
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -308,7 +303,7 @@ class ThrowawayCluster:
         attempts = 1 if self._port else 3
         failure = ""
         for _ in range(attempts):
-            port = self._port or _free_port()
+            port = self._port or free_port()
             result = self._pg_ctl_start(port)
             if result.returncode == 0:
                 self._port = port
