@@ -1123,7 +1123,7 @@ class TelegramStandIn:
             return self._bench(path, query)
         sandbox = self._sandbox
         if sandbox is not None and (path == "/" or path.startswith("/sandbox/")):
-            return sandbox.handle(http_method, path, query, body)
+            return sandbox.handle(http_method, path, query, content_type, body)
         method = path
         prefix, _, rest = path.lstrip("/").partition("/")
         valid = bool(prefix.startswith("bot") and rest and "/" not in rest.rstrip("/"))

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sosekni.standin.botapi import MESSAGE_MAX, TelegramStandIn, utf16_length
-from sosekni.standin.server import Answer, Response, Stream, current_request
+from sosekni.standin.botapi import MESSAGE_MAX, TelegramStandIn, parse_html, utf16_length
+from sosekni.standin.server import Answer, Response, Stream, current_host
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ PING_S = 15.0
 DELIVERY_TIMEOUT_S = 30.0
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
-_TAG = re.compile(r"<[^<>]*>")
 # What Telegram marks as a bot_command at the start of a message: "/" and 1-32 of these
 # characters, maybe "@botname"; not "/", not "/ hi".
 _COMMAND = re.compile(r"/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
@@ -147,9 +146,12 @@ class _Kept:
     telegram: dict[str, Any]
 
 
-def _plain(text: str, parse_mode: Any) -> str:
-    """What Telegram keeps as a message's ``text``: the HTML's visible characters."""
-    return html.unescape(_TAG.sub("", text)) if parse_mode == "HTML" else text
+def _shown(text: str, parse_mode: Any) -> tuple[str, str]:
+    """A bot's text as the page shows it (HTML) and as Telegram keeps it as the message's
+    ``text`` (the HTML's visible characters); the stand-in has already accepted its HTML."""
+    if parse_mode == "HTML":
+        return text, parse_html(text)
+    return html.escape(text, quote=False), text
 
 
 def _buttons(markup: Any) -> list[list[dict[str, Any]]]:
@@ -257,7 +259,7 @@ class Sandbox:
             return
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
             raise ValueError(f"cannot read the sandbox's counters {path}: {error}") from None
-        self._standin.seed(update_id, dict(message_ids))
+        self._standin.seed(update_id, message_ids)
 
     def _save_counters(self) -> None:
         """Write the ids used so far (atomically: a killed sandbox leaves the old or the new)."""
@@ -344,11 +346,10 @@ class Sandbox:
 
     def _bot_sent(self, params: dict[str, Any], result: dict[str, Any]) -> None:
         chat_id = result.get("chat", {}).get("id")
-        text = str(result.get("text", ""))
-        parse_mode = params.get("parse_mode")
         with self._lock:
             if chat_id not in self._people:
                 return
+            shown_html, plain = _shown(str(result.get("text", "")), params.get("parse_mode"))
             reply_to = _reply_id(params)
             if reply_to is not None and (chat_id, reply_to) not in self._index:
                 reply_to = None
@@ -356,13 +357,13 @@ class Sandbox:
                 "message_id": result["message_id"],
                 "chat_id": chat_id,
                 "from_bot": True,
-                "html": text if parse_mode == "HTML" else html.escape(text, quote=False),
+                "html": shown_html,
                 "buttons": _buttons(result.get("reply_markup")),
                 "reply_to": reply_to,
                 "edited": False,
                 "date": int(result.get("date", time.time())),
             }
-            telegram = {**result, "text": _plain(text, parse_mode)}
+            telegram = {**result, "text": plain}
             kept = _Kept(public, telegram)
             self._chats[chat_id].append(kept)
             self._index[(chat_id, result["message_id"])] = kept
@@ -379,10 +380,9 @@ class Sandbox:
             public = dict(kept.public)
             telegram = {**result}
             if method == "editMessageText":
-                text = str(result.get("text", ""))
-                parse_mode = params.get("parse_mode")
-                public["html"] = text if parse_mode == "HTML" else html.escape(text, quote=False)
-                telegram["text"] = _plain(text, parse_mode)
+                public["html"], telegram["text"] = _shown(
+                    str(result.get("text", "")), params.get("parse_mode")
+                )
             else:
                 telegram["text"] = kept.telegram.get("text", "")
             public["buttons"] = _buttons(result.get("reply_markup"))
@@ -394,15 +394,13 @@ class Sandbox:
     # ---- the page's API (on the stand-in's loop) -------------------------------------------
 
     def handle(
-        self, http_method: str, path: str, query: str, body: bytes, content_type: str | None = None
+        self, http_method: str, path: str, query: str, content_type: str, body: bytes
     ) -> Answer:
-        """Answer one request for ``/`` or ``/sandbox/...`` (its Host and, unless given, its
-        Content-Type from :func:`current_request`)."""
-        if content_type is None:
-            content_type = current_request().content_type
+        """Answer one request for ``/`` or ``/sandbox/...`` (its Host from
+        :func:`current_host`)."""
         if self._pending and not self._delivering:  # the stand-in was stopped and started
             self._wake()
-        if not self._host_allowed(current_request().host):
+        if not self._host_allowed(current_host()):
             # DNS rebinding: a web site whose name now points at 127.0.0.1 reaches this port
             # from the operator's browser, but with its own name in Host.
             return _bad("this sandbox answers to 127.0.0.1 and localhost only", 421)
@@ -705,8 +703,9 @@ class Sandbox:
                     await self._wakeup.wait()
                     continue
                 failures = 0
+                body = _json(update)
                 while True:
-                    status, error = await _post(target[0], target[1], _json(update))
+                    status, error = await _post(target[0], target[1], body)
                     ok = status is not None and 200 <= status < 300
                     outcome = {
                         "update_id": update["update_id"],

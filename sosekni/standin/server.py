@@ -57,25 +57,14 @@ Handler = Callable[[str, str, str, str, bytes], "Answer | Awaitable[Answer | Non
 STREAM_BUFFER_MAX = 1 << 20
 
 
-@dataclass(frozen=True)
-class Request:
-    """The headers of the request being answered that the handler's arguments leave out (the
-    sandbox's page API checks them); see :func:`current_request`."""
-
-    host: str = ""
-    content_type: str = ""
+_host: contextvars.ContextVar[str] = contextvars.ContextVar("standin_host", default="")
 
 
-_NO_REQUEST = Request()
-_current: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
-    "standin_request", default=None
-)
-
-
-def current_request() -> Request:
-    """The request the handler is answering now (call it from the handler itself, before any
-    ``await``): the Handler signature stays the Bot API's fast five arguments."""
-    return _current.get() or _NO_REQUEST
+def current_host() -> str:
+    """The Host header of the request the handler is answering now, the one header its
+    arguments leave out (the sandbox's page API checks it; call it from the handler itself,
+    before any ``await``): the Handler signature stays the Bot API's fast five arguments."""
+    return _host.get()
 
 
 def _reason(status: int) -> str:
@@ -152,11 +141,11 @@ class _Connection(asyncio.Protocol):
         while self.queue and not self.busy:
             method, url, content_type, host, body, keep = self.queue.popleft()
             path, _, query = url.decode("latin-1").partition("?")
-            token = _current.set(Request(host=host, content_type=content_type))
+            token = _host.set(host)
             try:
                 answer = self.core.handler(method, path, query, content_type, body)
             finally:
-                _current.reset(token)
+                _host.reset(token)
             head = method == "HEAD"
             if isinstance(answer, tuple | Response):
                 self._write(answer, keep, head)
