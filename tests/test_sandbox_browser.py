@@ -235,6 +235,17 @@ class Page:
     def card_of(self, message_id: str) -> WebElement:
         return self.one(f'#messages .message[data-message-id="{message_id}"]')
 
+    def wait_card_decided(self, message_id: str, what: str, text: str) -> None:
+        """Wait until the card holds `text` and has no buttons left to press."""
+
+        def decided(_: WebDriver) -> bool:
+            card = self.card_of(message_id)
+            return text in self.text_of(card) and not card.find_elements(
+                By.CSS_SELECTOR, "[data-callback]"
+            )
+
+        self.until(what, decided)
+
     def errors(self) -> list[str]:
         """The page's console errors so far (each read drains chromium's buffer)."""
         self.console += self.driver.get_log("browser")
@@ -275,13 +286,17 @@ def readme_picture(page: Page) -> None:
         page.driver.save_screenshot(target)
 
 
-@pytest.fixture
-def page(browser: WebDriver, sandbox: Sandbox, tmp_path: Path) -> Page:
+def fresh_page(browser: WebDriver, sandbox: Sandbox, tmp_path: Path) -> Page:
     shots = tmp_path / "screenshots"
     shots.mkdir()
     browser.get("about:blank")
     browser.get_log("browser")  # the previous test's console lines stay with it
     return Page(browser, sandbox, shots)
+
+
+@pytest.fixture
+def page(browser: WebDriver, sandbox: Sandbox, tmp_path: Path) -> Page:
+    return fresh_page(browser, sandbox, tmp_path)
 
 
 # ---- the workflow --------------------------------------------------------------------------
@@ -309,12 +324,8 @@ def test_a_client_requests_and_an_administrator_approves_with_the_button(
 
         page.click("Approve", lambda: page.card_of(card_id).find_element(
             By.CSS_SELECTOR, 'button[data-callback^="approve:"]'))  # fmt: skip
-        page.until(
-            "the card to show the approval, without buttons",
-            lambda _: (
-                "Approved" in page.text_of(page.card_of(card_id))
-                and not page.card_of(card_id).find_elements(By.CSS_SELECTOR, "[data-callback]")
-            ),
+        page.wait_card_decided(
+            card_id, "the card to show the approval, without buttons", "Approved"
         )
         assert page.card_of(card_id).get_attribute("data-edited") == "true"
         assert page.card_of(card_id).find_element(By.CSS_SELECTOR, ".edited").text == "edited"
@@ -394,12 +405,8 @@ def test_a_russian_client_is_rejected_by_a_reply_with_a_reason(
         assert mine is not None
         assert "I live at plot 12" in mine.find_element(By.CSS_SELECTOR, ".quote").text
         assert not page.one("#reply-bar").is_displayed()
-        page.until(
-            "the card to show the rejection and its reason",
-            lambda _: (
-                "not a resident" in page.text_of(page.card_of(card_id))
-                and not page.card_of(card_id).find_elements(By.CSS_SELECTOR, "[data-callback]")
-            ),
+        page.wait_card_decided(
+            card_id, "the card to show the rejection and its reason", "not a resident"
         )
         page.shot("admin-rejected")
 
@@ -483,11 +490,7 @@ class InProcessSandbox:
 
 def test_the_page_renders_the_bots_hostile_html_inertly(browser: WebDriver, tmp_path: Path) -> None:
     server = InProcessSandbox()
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-    browser.get("about:blank")
-    browser.get_log("browser")
-    page = Page(browser, server, shots)  # type: ignore[arg-type]
+    page = fresh_page(browser, server, tmp_path)  # type: ignore[arg-type]
     try:
         with evidence(page, server, tmp_path):  # type: ignore[arg-type]
             for text in HOSTILE_BOT_HTML:

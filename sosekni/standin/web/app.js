@@ -67,15 +67,17 @@
     }
   }
 
+  function parsedBody(html) {
+    return new DOMParser().parseFromString("<body>" + html + "</body>", "text/html").body;
+  }
+
   function renderHtml(html, into) {
-    const doc = new DOMParser().parseFromString("<body>" + html + "</body>", "text/html");
     into.replaceChildren();
-    copyNodes(doc.body, into);
+    copyNodes(parsedBody(html), into);
   }
 
   function plainText(html) {
-    const doc = new DOMParser().parseFromString("<body>" + html + "</body>", "text/html");
-    return (doc.body.textContent || "").replace(/\s+/g, " ").trim();
+    return (parsedBody(html).textContent || "").replace(/\s+/g, " ").trim();
   }
 
   // ---- helpers --------------------------------------------------------------------------
@@ -147,8 +149,10 @@
     close.addEventListener("click", () => box.remove());
     box.append(close);
     $("toasts").append(box);
-    if (!opts.alert) setTimeout(() => box.classList.add("leaving"), 4500);
-    if (!opts.alert) setTimeout(() => box.remove(), 5000);
+    if (!opts.alert) {
+      setTimeout(() => box.classList.add("leaving"), 4500);
+      setTimeout(() => box.remove(), 5000);
+    }
   }
 
   // ---- people ---------------------------------------------------------------------------
@@ -417,9 +421,8 @@
       "data-message-id": m.message_id,
       "data-chat-id": m.chat_id,
       "data-from-bot": m.from_bot ? "true" : "false",
-      "data-edited": m.edited ? "true" : "false",
     });
-    fillMessage(node, m, pane);
+    fillMessage(node, m, pane);  // sets data-edited, which an edit changes
     return node;
   }
 
@@ -569,7 +572,7 @@
     renderPeople();
     renderBesideChoice();
     for (const pane of state.panes) if (pane.personId === p.id) pane.renderHeader();
-    if (!$("client-form").contains(document.activeElement)) fillClientForm();
+    fillClientForm();
   }
 
   // ---- live events ----------------------------------------------------------------------
