@@ -17,12 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
 
-from ops.sandbox import bot_environment
+from ops.sandbox import bot_environment, group_members
 from sosekni.standin import TelegramStandIn
 from sosekni.standin.sandbox import Sandbox
 from tests.harness import ROOT, free_port, ops_command
@@ -875,22 +875,6 @@ def test_updates_have_telegrams_shapes(
 # ------------------------------------------------------------------ the bot's process group
 
 
-def group_members(pgid: int) -> list[int]:
-    """The live (not zombie) processes of the group ``pgid``, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, _ppid, group = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(group) == pgid and state not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
-
-
 def the_bot(sandbox: subprocess.Popen[str]) -> tuple[int, int, dict[str, str]]:
     """The bot the sandbox started: its pid (= its group), its port and its environment."""
     for entry in Path("/proc").iterdir():
@@ -932,53 +916,54 @@ def wait_gone(pgid: int, port: int) -> None:
     wait_until(lambda: port_free(port), f"the bot's port {port} free")
 
 
+class SandboxRun(NamedTuple):
+    process: subprocess.Popen[str]
+    port: int  # the sandbox's
+    pgid: int
+    bot_port: int
+    env: dict[str, str]
+
+
+@contextlib.contextmanager
+def sandbox_run(data: Path, work: Path) -> Iterator[SandboxRun]:
+    """`sosekni-ops sandbox` and the bot it started; afterwards neither is left running."""
+    port = free_port()
+    process = start_sandbox(port, data, work, dict(os.environ))
+    pgid = 0
+    try:
+        pgid, bot_port, env = the_bot(process)
+        yield SandboxRun(process, port, pgid, bot_port, env)
+    finally:
+        stop_sandbox(process)
+        kill_group(pgid)
+
+
 def test_a_killed_sandbox_takes_its_bot_along(tmp_path: Path) -> None:
     """SIGKILL leaves the sandbox no say: the kernel's parent-death signal stops the bot, and
     the bot stops its Sanic worker (which would keep the port and the database)."""
-    port = free_port()
-    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
-    pgid = 0
-    try:
-        pgid, bot_port, _ = the_bot(process)
-        assert len(group_members(pgid)) >= 2  # Sanic's main process and its worker
-        process.kill()
-        process.wait(10)
-        wait_gone(pgid, bot_port)
-    finally:
-        stop_sandbox(process)
-        kill_group(pgid)
+    with sandbox_run(tmp_path / "data", tmp_path) as run:
+        assert len(group_members(run.pgid)) >= 2  # Sanic's main process and its worker
+        run.process.kill()
+        run.process.wait(10)
+        wait_gone(run.pgid, run.bot_port)
 
 
 def test_a_bot_killed_alone_ends_the_sandbox_and_its_worker(tmp_path: Path) -> None:
-    port = free_port()
-    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
-    pgid = 0
-    try:
-        pgid, bot_port, _ = the_bot(process)
-        os.kill(pgid, signal.SIGKILL)  # the main process only: its worker is orphaned
-        assert process.wait(60) == 1
-        assert process.stderr is not None
-        assert "error: the bot exited on its own" in process.stderr.read()
-        wait_gone(pgid, bot_port)
-    finally:
-        stop_sandbox(process)
-        kill_group(pgid)
+    with sandbox_run(tmp_path / "data", tmp_path) as run:
+        os.kill(run.pgid, signal.SIGKILL)  # the main process only: its worker is orphaned
+        assert run.process.wait(60) == 1
+        assert run.process.stderr is not None
+        assert "error: the bot exited on its own" in run.process.stderr.read()
+        wait_gone(run.pgid, run.bot_port)
 
 
 def test_ctrl_c_stops_the_sandbox_and_its_bot(tmp_path: Path) -> None:
-    port = free_port()
-    process = start_sandbox(port, tmp_path / "data", tmp_path, dict(os.environ))
-    pgid = 0
-    try:
-        pgid, bot_port, _ = the_bot(process)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 0
-        assert process.stdout is not None
-        assert "stopping the bot…" in process.stdout.read()
-        wait_gone(pgid, bot_port)
-    finally:
-        stop_sandbox(process)
-        kill_group(pgid)
+    with sandbox_run(tmp_path / "data", tmp_path) as run:
+        run.process.send_signal(signal.SIGINT)
+        assert run.process.wait(60) == 0
+        assert run.process.stdout is not None
+        assert "stopping the bot…" in run.process.stdout.read()
+        wait_gone(run.pgid, run.bot_port)
 
 
 def test_a_second_ctrl_c_kills_a_bot_that_hangs_and_no_secret_is_printed(tmp_path: Path) -> None:
@@ -986,15 +971,12 @@ def test_a_second_ctrl_c_kills_a_bot_that_hangs_and_no_secret_is_printed(tmp_pat
     the bot and waits, the second kills its group at once. Neither the run's token nor its
     webhook secret is in what the sandbox printed or in the bot's log."""
     data = tmp_path / "data"
-    port = free_port()
-    process = start_sandbox(port, data, tmp_path, dict(os.environ))
-    assert process.stdout is not None and process.stderr is not None
-    pgid = 0
-    try:
-        pgid, bot_port, env = the_bot(process)
-        token, secret = env["TELEGRAM_BOT_TOKEN"], env["WEBHOOK_SECRET"]
+    with sandbox_run(data, tmp_path) as run:
+        process, pgid = run.process, run.pgid
+        assert process.stdout is not None and process.stderr is not None
+        token, secret = run.env["TELEGRAM_BOT_TOKEN"], run.env["WEBHOOK_SECRET"]
         assert len(token) > 20 and len(secret) > 20
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+        with httpx.Client(base_url=f"http://127.0.0.1:{run.port}", timeout=10) as api:
             sent = api.post("/sandbox/send", json={"person_id": 1001, "text": "/request plot 3"})
             assert sent.status_code == 200, sent.text
             wait_until(
@@ -1008,11 +990,8 @@ def test_a_second_ctrl_c_kills_a_bot_that_hangs_and_no_secret_is_printed(tmp_pat
         assert group_members(pgid)  # frozen, still there: the sandbox waits for it
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0  # far less than STOP_WAIT_S
-        wait_gone(pgid, bot_port)
+        wait_gone(pgid, run.bot_port)
         printed = process.stdout.read() + process.stderr.read()
-    finally:
-        stop_sandbox(process)
-        kill_group(pgid)
     log = (data / "bot.log").read_text()
     assert log.strip()  # the bot did log its work
     for where, text in (("the sandbox's output", printed), ("bot.log", log)):

@@ -9,14 +9,12 @@ systemd, through nginx, during a deploy and a rollback.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -50,11 +48,11 @@ def activated(argv: list[str], listener: socket.socket) -> list[str]:
     return [sys.executable, "-c", EXEC_ACTIVATED, str(listener.fileno()), *argv]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ActivatedServer(BotServer):
     """`sosekni-ops serve` on the test's listening socket instead of a port of its own."""
 
-    listener: socket.socket = field(default_factory=socket.socket)
+    listener: socket.socket
 
     def __post_init__(self) -> None:
         self.port = self.listener.getsockname()[1]
@@ -108,13 +106,7 @@ async def test_a_restart_on_the_inherited_socket_refuses_no_webhook(
         refused = sender.refused()
         assert not refused, f"{len(refused)} of {len(posted)} refused: {refused}"
         db = Db(url)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # every update handled and its answer sent
-            done = await db.value("SELECT count(*) FROM inbox_update WHERE status = 'done'")
-            sent = await db.value("SELECT count(*) FROM outbox_message WHERE status = 'sent'")
-            if done >= len(posted) and sent >= len(posted):
-                break
-            await asyncio.sleep(0.2)
+        await db.settle(60)  # every update handled and its answer sent
         stored = await db.fetch("SELECT update_id, status FROM inbox_update")
         assert sorted(row["update_id"] for row in stored) == posted
         assert {row["status"] for row in stored} == {"done"}
